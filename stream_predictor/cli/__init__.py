@@ -1,0 +1,68 @@
+"""`stream-predictor COMMAND …` (also `python run.py COMMAND …`). With no command: the default job.
+
+Every command takes `--config FILE` and `key=value` config overrides anywhere on the line. A UserError becomes one
+line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+
+from ..config import Config, load_config
+from ..errors import UserError
+
+COMMANDS = {  # name -> (module, one-line help)
+    "capture": ("capture_cmd", "check a source: resolution, fps reached, frames dropped"),
+    # "predict": ("predict_cmd", "ticks as JSON lines, plus a summary"),
+}
+DEFAULT_COMMAND = "capture"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stream-predictor", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", help="YAML config file, or a name in configs/")
+        import_module(f".{module}", __package__).add_arguments(p)
+    return parser
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Config]:
+    args, rest = _parser().parse_known_args(argv)
+    bad = [a for a in rest if "=" not in a or a.startswith("-")]
+    if bad:
+        raise UserError(f"unrecognized arguments: {' '.join(bad)} (config overrides are key=value)")
+    cfg = load_config(getattr(args, "config", None), rest)
+    return args, cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if "-v" in argv else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if not argv or argv[0] not in (*COMMANDS, "-h", "--help", "-v", "--verbose"):
+            argv = [DEFAULT_COMMAND, "--config", "default", *argv]
+        args, cfg = parse(argv)
+        if args.command is None:
+            _parser().print_help()
+            return 0
+        module = import_module(f".{COMMANDS[args.command][0]}", __package__)
+        return module.run(args, cfg) or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

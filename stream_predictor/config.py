@@ -1,0 +1,172 @@
+"""Every config key, declared once with its default and a one-line comment.
+
+`configs/*.yaml` hold only overrides of these defaults. `load_config` merges YAML files and dotted
+`key=value` overrides; an unknown key or a value of the wrong type is a `ConfigError` that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class SourceConfig:
+    spec: str = "ale:Pong"  # what to read: 0, video.mp4, rtsp://…, screen[:x,y,w,h], ale:Game, dir/, synthetic:…
+    ring_size: int = 32  # frames kept in the capture ring
+    width: int = 0  # camera/synthetic width to request (0: device default)
+    height: int = 0  # camera/synthetic height to request (0: device default)
+    fps: float = 0.0  # camera fps to request, or a cap for screen capture (0: no cap)
+    seed: int = 0  # seed of generated sources (ale, synthetic)
+    frameskip: int = 4  # ale: emulator frames per agent step
+    sticky: float = 0.25  # ale: probability that the previous action repeats
+    max_episode_steps: int = 16000  # ale: agent steps per episode (the Pong ROM freezes at 16,303)
+    read_timeout_s: float = 5.0  # live sources: a read that takes longer counts as a failure
+    reconnect_max: int = 10  # live sources: reconnect attempts before giving up (0: never reconnect)
+    reconnect_backoff_s: float = 0.5  # live sources: first reconnect delay, doubled on each failure
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "nature_cnn"  # CNN from the encoder registry
+    input_size: list[int] = field(default_factory=lambda: [84, 84])  # (h, w) after resizing
+    grayscale: bool = True  # one luma channel instead of RGB
+    crop: list[int] = field(default_factory=list)  # (x, y, w, h) in source pixels, before resizing; [] keeps all
+    mean: list[float] = field(default_factory=lambda: [0.5])  # per channel, after scaling to [0, 1]
+    std: list[float] = field(default_factory=lambda: [0.5])  # per channel, after scaling to [0, 1]
+    feature_dim: int = 512  # encoder output size (ignored by torchvision encoders, which keep theirs)
+    temporal: Literal["lstm", "gru"] = "lstm"  # recurrent head
+    hidden: int = 256  # recurrent hidden size
+    layers: int = 1  # recurrent layers
+    dropout: float = 0.0  # dropout between recurrent layers (training only)
+    classes: list[str] = field(default_factory=lambda: ["left", "straight", "right"])  # ordered class names
+
+
+@dataclass
+class PredictConfig:
+    mode: Literal["stateful", "windowed"] = "stateful"  # O(1) LSTM step per tick, or LSTM over the last `window` features
+    window: int = 16  # cached features used by windowed mode
+    tick_hz: float = 0.0  # fixed tick rate (0: one tick per new frame)
+    ema: float = 0.0  # weight of the previous probabilities in an EMA (0: off)
+    hysteresis: float = 0.0  # probability margin a new class needs to replace the current one (0: off)
+    threads: int = 1  # torch threads for inference; one is fastest when another core is busy
+    device: str = "cpu"  # torch device for inference
+    max_gap_s: float = 1.0  # a live source silent for longer resets the recurrent state
+    print_every: int = 0  # print one tick line every so many ticks (0: none)
+
+
+@dataclass
+class Config:
+    replay: Literal["lockstep", "realtime"] = "lockstep"  # finite/generated sources: every frame in order, or paced with drops
+    source: SourceConfig = field(default_factory=SourceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += _all_keys(hint, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _unknown(key: str, prefix: str) -> ConfigError:
+    close = difflib.get_close_matches(prefix + key, _all_keys(Config), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the annotation `hint`; ints widen to floats, nothing else converts."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(map(str, typing.get_args(hint)))
+            raise ConfigError(f"config key '{key}' must be one of {choices}, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list of {item.__name__}, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # `source.spec=0` names camera 0
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"config key '{key}' must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _merge(obj: Any, data: dict, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(obj))
+    for key, value in data.items():
+        if key not in hints:
+            raise _unknown(str(key), prefix)
+        if dataclasses.is_dataclass(hints[key]):
+            _merge(getattr(obj, key), value, f"{prefix}{key}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], prefix + key))
+
+
+def _parse_override(text: str) -> dict:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{text}' is not key=value")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path as given, or a name in configs/ (`pong` → configs/pong.yaml)."""
+    p = Path(path)
+    for candidate in (p, CONFIG_DIR / p, CONFIG_DIR / f"{p}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config file not found: {path}")
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file at `path` (or a name in configs/), then `key=value` overrides."""
+    cfg = Config()
+    if path is not None:
+        file = resolve_config_path(path)
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{file}: not valid YAML ({str(e).splitlines()[0]})") from None
+        _merge(cfg, data)
+    for text in overrides:
+        _merge(cfg, _parse_override(text))
+    return cfg
+
+
+def config_from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build one config section (e.g. ModelConfig from a checkpoint's metadata), checking every key."""
+    obj = cls()
+    _merge(obj, data, prefix)
+    return obj
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)

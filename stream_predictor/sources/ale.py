@@ -1,0 +1,100 @@
+"""`ale:<Game>`: Atari games through gymnasium + ale-py, headless. The source also takes actions.
+
+Each `read()` advances the game by one agent step with the last action given to `act()` (NOOP at
+first). With `sync=True` the game instead waits for an action after each frame, so a closed loop
+is deterministic for a seed. Episodes restart by themselves; the first frame of each is marked
+`first` so that the model resets its state there.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..errors import SourceError
+from .base import Frame, Source
+
+ATARI_FPS = 60.0
+
+
+class AleGame(Source):
+    def __init__(self, game: str, seed: int = 0, frameskip: int = 4, sticky: float = 0.25,
+                 max_episode_steps: int = 16000, sync: bool = False) -> None:
+        super().__init__()
+        try:
+            import ale_py
+            import gymnasium
+        except ImportError as e:
+            raise SourceError(f"ale: sources need gymnasium and ale-py ({e.name} is not installed)") from None
+        gymnasium.register_envs(ale_py)
+        env_id = game if "/" in game else f"ALE/{game}-v5"
+        try:
+            self.env = gymnasium.make(env_id, render_mode="rgb_array", frameskip=frameskip,
+                                      repeat_action_probability=sticky, max_episode_steps=max_episode_steps)
+        except Exception as e:  # gymnasium raises several error types for unknown ids
+            raise SourceError(f"unknown game '{game}' ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        self.name = f"ale:{game}"
+        self.fps = ATARI_FPS / frameskip
+        self.seed, self.sync = seed, sync
+        self.n_actions = int(self.env.action_space.n)
+        self.action_meanings = self.env.unwrapped.get_action_meanings()
+        self.episode_returns: list[float] = []  # one per finished episode
+        self.episode_return = 0.0
+        self.episode_steps = 0
+        self._episode = 0
+        self._obs: np.ndarray | None = None
+        self._action = 0
+        self._cond = threading.Condition()
+        self._acted = False
+        self._closed = False
+
+    def act(self, action: int) -> None:
+        """The action for the next step(s); thread-safe."""
+        if not 0 <= action < self.n_actions:
+            raise ValueError(f"action {action} out of range 0..{self.n_actions - 1}")
+        with self._cond:
+            self._action = int(action)
+            self._acted = True
+            self._cond.notify_all()
+
+    def ram(self) -> np.ndarray:
+        return self.env.unwrapped.ale.getRAM()
+
+    def _reset(self) -> np.ndarray:
+        obs, _ = self.env.reset(seed=self.seed + self._episode)
+        self._episode += 1
+        self.episode_return, self.episode_steps = 0.0, 0
+        return obs
+
+    def read(self) -> Frame | None:
+        first = self._obs is None
+        if first:
+            obs = self._reset()
+        else:
+            with self._cond:
+                while self.sync and not self._acted and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return None
+                action, self._acted = self._action, False
+            obs, reward, terminated, truncated, _ = self.env.step(action)
+            self.episode_return += float(reward)
+            self.episode_steps += 1
+            if terminated or truncated:
+                self.episode_returns.append(self.episode_return)
+                obs, first = self._reset(), True
+        with self._cond:
+            self._acted = False  # in sync mode, the next step waits for a decision on this frame
+        self._obs = obs
+        image = np.ascontiguousarray(obs[:, :, ::-1])  # RGB -> BGR
+        return self._frame(image, t_source=self.episode_steps / self.fps, first=first)
+
+    def interrupt(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.interrupt()
+        self.env.close()

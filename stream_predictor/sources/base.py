@@ -1,0 +1,59 @@
+"""What every source gives: BGR uint8 (H, W, 3) frames numbered 0, 1, 2, … with capture times."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    seq: int  # 0, 1, 2, … in the order the source produced them
+    t_capture: float  # time.monotonic() when the frame was read
+    image: np.ndarray  # BGR uint8 (H, W, 3)
+    t_source: float | None = None  # the source's own timestamp in seconds (file position, game step), if known
+    first: bool = False  # the first frame of an episode or after a gap: recurrent state restarts here
+
+
+class Source:
+    """Base of all sources. `read()` returns the next Frame, or None at the end of the stream.
+
+    A live source (camera, stream, screen) raises `ReadError` on a failed read; the capture thread
+    then calls `reopen()` with backoff. Finite and generated sources (files, folders, games, synthetic)
+    set `live = False` and can be replayed in lockstep.
+    """
+
+    live: bool = False
+    fps: float = 0.0  # native rate, 0 if unknown
+    fps_cap: float = 0.0  # live sources: the capture thread paces reads to at most this rate (0: no cap)
+    frame_count: int | None = None  # frames in a finite source, None if unknown or endless
+    name: str = ""
+
+    def __init__(self) -> None:
+        self._seq = 0
+
+    def _frame(self, image: np.ndarray, t_source: float | None = None, first: bool = False) -> Frame:
+        frame = Frame(self._seq, time.monotonic(), image, t_source, first or self._seq == 0)
+        self._seq += 1
+        return frame
+
+    def read(self) -> Frame | None:
+        raise NotImplementedError
+
+    def reopen(self) -> None:
+        """Reconnect a live source after a failed read; raise to give up."""
+        raise NotImplementedError(f"{self.name} cannot reconnect")
+
+    def interrupt(self) -> None:
+        """Wake a `read()` that waits (e.g. a game waiting for an action), from another thread."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,109 @@
+"""OpenCV sources: video files, network streams and cameras."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+
+from ..errors import ReadError, SourceError
+from .base import Frame, Source
+
+
+class VideoFile(Source):
+    """Any container/codec OpenCV reads. Finite: replayed in lockstep or paced in realtime."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        path = Path(path)
+        self.name = str(path)
+        if not path.is_file():
+            raise SourceError(f"no such video file: {path}")
+        if path.stat().st_size == 0:
+            raise SourceError(f"video file is empty (0 bytes): {path}")
+        self._cap = cv2.VideoCapture(str(path))
+        if not self._cap.isOpened():
+            raise SourceError(f"cannot decode video file (unknown or corrupt format): {path}")
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        n = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = n if n > 0 else None
+
+    def read(self) -> Frame | None:
+        ok, image = self._cap.read()
+        if not ok:
+            return None
+        t = self._seq / self.fps if self.fps > 0 else None
+        return self._frame(image, t)
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class _LiveCapture(Source):
+    """A cv2.VideoCapture that may fail mid-stream and be reopened."""
+
+    live = True
+
+    def __init__(self, read_timeout_s: float) -> None:
+        super().__init__()
+        self._timeout_ms = int(read_timeout_s * 1000)
+        self._cap = self._open()
+
+    def _open(self) -> cv2.VideoCapture:
+        raise NotImplementedError
+
+    def read(self) -> Frame | None:
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            raise ReadError(f"{self.name}: read failed")
+        return self._frame(image)
+
+    def reopen(self) -> None:
+        self._cap.release()
+        self._cap = self._open()
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class Stream(_LiveCapture):
+    """rtsp:// http:// and other URLs FFmpeg reads. Reads time out instead of hanging."""
+
+    def __init__(self, url: str, read_timeout_s: float = 5.0) -> None:
+        self.name = url
+        super().__init__(read_timeout_s)
+
+    def _open(self) -> cv2.VideoCapture:
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._timeout_ms]
+        cap = cv2.VideoCapture(self.name, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            raise SourceError(f"cannot open stream: {self.name}")
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        return cap
+
+
+class Camera(_LiveCapture):
+    """A camera by index, with a one-frame driver buffer so that reads return the newest frame."""
+
+    def __init__(self, index: int, width: int = 0, height: int = 0, fps: float = 0.0, read_timeout_s: float = 5.0) -> None:
+        self.index, self.name = index, f"camera {index}"
+        self._want = (width, height, fps)
+        super().__init__(read_timeout_s)
+
+    def _open(self) -> cv2.VideoCapture:
+        if os.name == "posix" and not Path(f"/dev/video{self.index}").exists():
+            raise SourceError(f"no camera at index {self.index} (/dev/video{self.index} does not exist)")
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._timeout_ms]
+        cap = cv2.VideoCapture(self.index, cv2.CAP_ANY, params)
+        if not cap.isOpened():
+            raise SourceError(f"no camera at index {self.index} (cannot open it)")
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of stale ones
+        width, height, fps = self._want
+        if width and height:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        if fps:
+            cap.set(cv2.CAP_PROP_FPS, fps)
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        return cap
