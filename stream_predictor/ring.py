@@ -29,7 +29,7 @@ class RingFrame:
     t_capture: float
     image: np.ndarray  # BGR uint8 (H, W, 3), a view into a pinned slot: copy it to keep it
     t_source: float | None
-    first: bool
+    first: bool  # this frame, or a skipped one since the last hand-over, started an episode
     skipped: int  # frames overwritten unseen since the previous hand-over
 
 
@@ -47,6 +47,7 @@ class FrameRing:
         self._newest = -1  # seq of the newest frame written
         self._read = -1  # seq of the last frame handed over
         self._pinned = -1  # slot pinned by the reader
+        self._first_seq = -1  # newest seq written with `first` set: a skipped episode start still resets the reader
         self.written = 0
         self.closed = False
         self.error: BaseException | None = None
@@ -65,6 +66,8 @@ class FrameRing:
             self._t[slot] = frame.t_capture
             self._t_source[slot] = frame.t_source
             self._first[slot] = frame.first
+            if frame.first:
+                self._first_seq = frame.seq
             self._newest = frame.seq
             self.written += 1
             self._cond.notify_all()
@@ -114,8 +117,8 @@ class FrameRing:
             self._pinned = slot
             self._read = max(self._read, seq)
             self._cond.notify_all()  # a lossless writer may be waiting for space
-            return RingFrame(seq, float(self._t[slot]), self._slots[slot], self._t_source[slot],
-                             bool(self._first[slot]), seq - last_seq - 1)
+            first = bool(self._first[slot]) or last_seq < self._first_seq <= seq
+            return RingFrame(seq, float(self._t[slot]), self._slots[slot], self._t_source[slot], first, seq - last_seq - 1)
 
     def _pick(self, last_seq: int) -> int | None:
         newer = np.flatnonzero(self._seq > last_seq)

@@ -17,9 +17,9 @@ from ..errors import UserError
 
 COMMANDS = {  # name -> (module, one-line help)
     "capture": ("capture_cmd", "check a source: resolution, fps reached, frames dropped"),
-    # "predict": ("predict_cmd", "ticks as JSON lines, plus a summary"),
+    "predict": ("predict_cmd", "ticks as JSON lines, plus a summary"),
 }
-DEFAULT_COMMAND = "capture"
+DEFAULT_COMMAND = "predict"
 
 
 class _Parser(argparse.ArgumentParser):

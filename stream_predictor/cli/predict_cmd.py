@@ -1,0 +1,54 @@
+"""`predict --source SRC [--weights W] [--out ticks.jsonl]`: ticks as JSON lines, plus a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ..config import Config
+from ..model import build_model, load_model
+from ..predictor import Predictor, Tick
+from ..sinks import CallbackSink, JsonlSink
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", help="source spec (default: source.spec)")
+    p.add_argument("--weights", help="a .safetensors weights file; without it, random weights from config")
+    p.add_argument("--out", help="write ticks here as JSON lines ('-' or nothing: stdout)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after this many captured frames (0: the whole stream)")
+    p.add_argument("--json", action="store_true", help="last stdout line is the summary as JSON")
+
+
+def model_from_args(weights: str | None, cfg: Config):
+    """The model in a weights file, or (with a warning) random weights from the config's model section."""
+    if weights:
+        return load_model(weights, cfg.predict.device)
+    print("warning: no --weights given: the model has random weights (decisions are meaningless)", file=sys.stderr)
+    return build_model(cfg.model).to(cfg.predict.device)
+
+
+def tick_line(tick: Tick) -> str:
+    return (f"tick seq={tick.seq} class={tick.class_name} p={max(tick.probs):.2f} "
+            f"latency={tick.latency_ms:.1f}ms skipped={tick.skipped}{' stale' if tick.stale else ''}")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    model = model_from_args(args.weights, cfg)
+    to_stdout = args.out in (None, "-")
+    sinks = [JsonlSink(args.out, flush_every=1 if to_stdout else 64)]
+    if cfg.predict.print_every:
+        every = cfg.predict.print_every
+        sinks.append(CallbackSink(lambda t: print(tick_line(t), file=sys.stderr) if t.seq % every == 0 else None))
+    with Predictor.from_config(model, cfg, args.source, sinks, args.max_frames) as predictor:
+        predictor.run()
+    summary = predictor.summary()
+    out = sys.stderr if to_stdout and not args.json else sys.stdout
+    if args.json:
+        print(json.dumps(summary), file=out)
+    else:
+        print(" ".join(f"{k}={v}" for k, v in summary.items()), file=out)
+    return 0

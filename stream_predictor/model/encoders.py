@@ -1,0 +1,102 @@
+"""Frame encoders: a plain registry dict from name to a builder.
+
+Each builder takes (in_channels, input_size (h, w), feature_dim) and returns (module, out_dim); the
+module maps float (B, C, h, w) to (B, out_dim).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+def _flat_dim(body: nn.Module, in_channels: int, size: tuple[int, int]) -> int:
+    with torch.no_grad():
+        return int(body(torch.zeros(1, in_channels, *size)).flatten(1).shape[1])
+
+
+def alexnet(in_channels: int, size: tuple[int, int], feature_dim: int) -> tuple[nn.Module, int]:
+    """The classic AlexNet stack (conv 96/11/4 … 256/3, max-pools and LRN), pooled to a vector for small inputs."""
+    body = nn.Sequential(
+        nn.Conv2d(in_channels, 96, 11, stride=4, padding=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5),
+        nn.Conv2d(96, 256, 5, padding=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, ceil_mode=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+    return nn.Sequential(body, nn.Linear(256, feature_dim), nn.ReLU(inplace=True)), feature_dim
+
+
+def nature_cnn(in_channels: int, size: tuple[int, int], feature_dim: int) -> tuple[nn.Module, int]:
+    """The DQN encoder (Mnih et al. 2015): 32/8/4 → 64/4/2 → 64/3/1 → fc, built for 84×84."""
+    body = nn.Sequential(
+        nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(inplace=True),
+        nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(inplace=True),
+        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(inplace=True),
+        nn.Flatten(),
+    )
+    return nn.Sequential(body, nn.Linear(_flat_dim(body, in_channels, size), feature_dim), nn.ReLU(inplace=True)), feature_dim
+
+
+def _stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    if conv.in_channels == in_channels:
+        return conv
+    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+
+
+def resnet18(in_channels: int, size: tuple[int, int], feature_dim: int) -> tuple[nn.Module, int]:
+    import torchvision
+
+    net = torchvision.models.resnet18(weights=None)
+    net.conv1 = _stem(net.conv1, in_channels)
+    out = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, out
+
+
+def mobilenet_v3_small(in_channels: int, size: tuple[int, int], feature_dim: int) -> tuple[nn.Module, int]:
+    import torchvision
+
+    net = torchvision.models.mobilenet_v3_small(weights=None)
+    net.features[0][0] = _stem(net.features[0][0], in_channels)
+    out = net.classifier[0].in_features
+    net.classifier = nn.Identity()
+    return net, out
+
+
+def efficientnet_b0(in_channels: int, size: tuple[int, int], feature_dim: int) -> tuple[nn.Module, int]:
+    import torchvision
+
+    net = torchvision.models.efficientnet_b0(weights=None)
+    net.features[0][0] = _stem(net.features[0][0], in_channels)
+    out = net.classifier[1].in_features
+    net.classifier = nn.Identity()
+    return net, out
+
+
+ENCODERS: dict[str, Callable[[int, tuple[int, int], int], tuple[nn.Module, int]]] = {
+    "alexnet": alexnet,
+    "nature_cnn": nature_cnn,
+    "resnet18": resnet18,
+    "mobilenet_v3_small": mobilenet_v3_small,
+    "efficientnet_b0": efficientnet_b0,
+}
+
+
+def build_encoder(name: str, in_channels: int, size: tuple[int, int], feature_dim: int) -> tuple[nn.Module, int]:
+    if name not in ENCODERS:
+        raise ConfigError(f"config key 'model.encoder': unknown encoder '{name}'; known: {', '.join(ENCODERS)}")
+    try:
+        encoder, dim = ENCODERS[name](in_channels, size, feature_dim)
+        with torch.no_grad():
+            encoder.eval()(torch.zeros(1, in_channels, *size))
+    except RuntimeError as e:
+        raise ConfigError(f"model.input_size {list(size)} is too small for encoder '{name}' ({str(e).splitlines()[0]})") from None
+    return encoder, dim

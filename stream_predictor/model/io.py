@@ -1,0 +1,76 @@
+"""Weights files: safetensors tensors + the ModelConfig (classes and preprocessing included) as metadata.
+
+Nothing in such a file can execute: safetensors holds raw tensors and a JSON header, and a file that
+is not one (a pickle `.pt`, random bytes, a truncated download) is refused before anything is built.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..config import ModelConfig, config_from_dict, to_dict
+from ..errors import ConfigError, UserError
+from .stream_model import StreamModel
+
+FORMAT = "stream_predictor/1"
+
+
+def save_model(model: StreamModel, path: str | Path, extra: dict[str, str] | None = None) -> Path:
+    """Write weights + config. `extra` adds string metadata (e.g. training metrics)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT, "model_config": json.dumps(to_dict(model.cfg)), **(extra or {})}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)  # a reader never sees half a file
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such weights file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path} is not a safetensors weights file ({str(e).splitlines()[0]}); "
+                        "pickle checkpoints are refused") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path} is a safetensors file but not stream_predictor weights (format {meta.get('format')!r})")
+    return meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> StreamModel:
+    """Rebuild the model from the file's own config and load its weights (strict), in eval mode."""
+    meta = read_metadata(path)
+    try:
+        cfg = config_from_dict(ModelConfig, json.loads(meta["model_config"]), "model.")
+    except (KeyError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: model config in the metadata is missing or unreadable ({e})") from None
+    except ConfigError as e:
+        raise UserError(f"{path}: {e}") from None
+    model = StreamModel(cfg)
+    expected = model.state_dict()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: cannot read tensors ({str(e).splitlines()[0]})") from None
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k} {tuple(tensors[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"missing {len(missing)} ({', '.join(missing[:3])})" if missing else "",
+                 f"unexpected {len(unexpected)} ({', '.join(unexpected[:3])})" if unexpected else "",
+                 f"shape mismatch: {'; '.join(wrong[:3])}" if wrong else ""]
+        raise UserError(f"{path} does not match its model ({cfg.encoder}): " + ", ".join(p for p in parts if p))
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval()

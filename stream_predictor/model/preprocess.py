@@ -1,0 +1,53 @@
+"""The one preprocessing path: BGR uint8 (B, H, W, 3) → crop → grayscale/RGB → resize → normalize → float (B, C, h, w).
+
+It is written in torch so that the same code runs on the CPU and, inside the captured graph, on a
+GPU. Its settings live in ModelConfig and so travel inside every weights file: training, replay and
+live inference cannot disagree about it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ITU-R BT.601 luma, the weights cv2.COLOR_BGR2GRAY uses, in B, G, R order.
+LUMA_BGR = (0.114, 0.587, 0.299)
+
+
+class Preprocess(nn.Module):
+    def __init__(self, input_size: list[int], grayscale: bool, crop: list[int], mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.size = (int(input_size[0]), int(input_size[1]))  # (h, w)
+        self.grayscale = grayscale
+        self.crop = tuple(crop) if crop else None  # (x, y, w, h)
+        self.channels = 1 if grayscale else 3
+        mean = mean * self.channels if len(mean) == 1 else mean
+        std = std * self.channels if len(std) == 1 else std
+        # Derived from config, so not saved in the state dict.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("luma", torch.tensor(LUMA_BGR).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """BGR uint8 (B, H, W, 3) → float32 (B, C, h, w)."""
+        if self.crop is not None:
+            x, y, w, h = self.crop
+            frames = frames[:, y : y + h, x : x + w]
+        x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) BGR in [0, 1]
+        if self.grayscale:
+            x = (x * self.luma).sum(1, keepdim=True)  # (B, 1, H, W)
+        else:
+            x = x.flip(1)  # BGR → RGB, the order torchvision backbones expect
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+        return (x - self.mean) / self.std
+
+
+def as_uint8_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) or (T, H, W, 3) uint8 array or tensor → uint8 tensor (T, H, W, 3), without copying when possible."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if t.dtype != torch.uint8 or t.shape[-1] != 3 or t.dim() not in (3, 4):
+        raise ValueError(f"expected BGR uint8 frames (H, W, 3) or (T, H, W, 3), got {tuple(t.shape)} {t.dtype}")
+    return t[None] if t.dim() == 3 else t

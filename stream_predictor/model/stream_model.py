@@ -1,0 +1,119 @@
+"""StreamModel: a CNN that encodes each frame once, then an LSTM (or GRU) across frames, then a linear head.
+
+The recurrent state is explicit: `step(x, state) -> (logits, state)`. The offline `forward` over a
+clip and stepping one frame at a time compute the same thing, and the tests hold them to it.
+
+Shapes: B streams, T frames, D features, K classes, L recurrent layers, H hidden units.
+A state is a tuple of (L, B, H) tensors: (h, c) for an LSTM, (h,) for a GRU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+from .encoders import build_encoder
+from .preprocess import Preprocess, as_uint8_tensor
+
+State = tuple[torch.Tensor, ...]
+
+
+class StreamModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if len(cfg.input_size) != 2 or min(cfg.input_size) < 8:
+            raise ConfigError(f"config key 'model.input_size' must be [h, w] of at least 8 pixels, got {cfg.input_size}")
+        if len(cfg.crop) not in (0, 4):
+            raise ConfigError(f"config key 'model.crop' must be [] or [x, y, w, h], got {cfg.crop}")
+        if len(cfg.classes) < 2 or len(set(cfg.classes)) != len(cfg.classes):
+            raise ConfigError(f"config key 'model.classes' needs at least two distinct names, got {cfg.classes}")
+        self.cfg = cfg
+        self.classes = list(cfg.classes)
+        self.preproc = Preprocess(cfg.input_size, cfg.grayscale, cfg.crop, cfg.mean, cfg.std)
+        if len(cfg.mean) not in (1, self.preproc.channels) or len(cfg.std) not in (1, self.preproc.channels):
+            raise ConfigError(f"config keys 'model.mean'/'model.std' need 1 or {self.preproc.channels} values")
+        self.encoder, self.feature_dim = build_encoder(cfg.encoder, self.preproc.channels, self.preproc.size, cfg.feature_dim)
+        rnn = nn.LSTM if cfg.temporal == "lstm" else nn.GRU
+        self.rnn = rnn(self.feature_dim, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.head = nn.Linear(cfg.hidden, len(self.classes))
+
+    # --- frames → features -------------------------------------------------------------------
+    def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """BGR uint8 (H, W, 3) → float (C, h, w); (T, H, W, 3) → (T, C, h, w). On the model's device."""
+        single = frames.ndim == 3
+        x = as_uint8_tensor(frames).to(self.head.weight.device, non_blocking=True)
+        x = self.preproc(x)
+        return x[0] if single else x
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) → (B, D)."""
+        return self.encoder(frames)
+
+    def encode_clip(self, clip: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, h, w) → (B, T, D): all B·T frames through the CNN as one batch."""
+        b, t = clip.shape[:2]
+        return self.encode(clip.flatten(0, 1)).view(b, t, -1)
+
+    # --- features → logits -------------------------------------------------------------------
+    def init_state(self, batch_size: int = 1, device: torch.device | str | None = None) -> State:
+        device = device if device is not None else self.head.weight.device
+        shape = (self.cfg.layers, batch_size, self.cfg.hidden)
+        n = 2 if self.cfg.temporal == "lstm" else 1
+        return tuple(torch.zeros(shape, device=device) for _ in range(n))
+
+    @staticmethod
+    def reset_state(state: State, first: torch.Tensor) -> State:
+        """Zero the state of the streams where `first` (B,) is true; the others are untouched (× 1.0 is exact)."""
+        keep = (~first.bool()).to(state[0].dtype).view(1, -1, 1)
+        return tuple(s * keep for s in state)
+
+    def _rnn(self, feats: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if self.cfg.temporal == "lstm":
+            out, (h, c) = self.rnn(feats, state)
+            return out, (h, c)
+        out, h = self.rnn(feats, state[0])
+        return out, (h,)
+
+    def temporal(self, feats: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """(B, T, D) → logits (B, T, K) and the state after the last frame.
+
+        `first` (B, T) marks frames that start a new episode: the state of that stream is zeroed
+        just before them. The sequence is cut only where some stream resets.
+        """
+        b, t = feats.shape[:2]
+        state = state if state is not None else self.init_state(b, feats.device)
+        if first is None or not bool(first.any()):
+            out, state = self._rnn(feats, state)
+            return self.head(out), state
+        cuts = sorted({0, t, *torch.nonzero(first.any(0)).flatten().tolist()})
+        outs = []
+        for t0, t1 in zip(cuts[:-1], cuts[1:]):
+            state = self.reset_state(state, first[:, t0])
+            out, state = self._rnn(feats[:, t0:t1], state)
+            outs.append(out)
+        return self.head(torch.cat(outs, 1)), state
+
+    def forward(self, clip: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None) -> torch.Tensor:
+        """Offline: (B, T, C, h, w) → logits (B, T, K), from zero state unless one is given."""
+        return self.temporal(self.encode_clip(clip), state, first)[0]
+
+    def step_features(self, feats: torch.Tensor, state: State, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """One cached feature per stream: (B, D) → logits (B, K) and the new state."""
+        logits, state = self.temporal(feats[:, None], state, None if first is None else first[:, None])
+        return logits[:, 0], state
+
+    def step(self, frames: torch.Tensor, state: State, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """One new frame per stream: (B, C, h, w) → logits (B, K) and the new state. O(1) CNN work."""
+        return self.step_features(self.encode(frames), state, first)
+
+    def window(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) cached features → logits (B, K) for the last frame, from zero state."""
+        return self.temporal(feats)[0][:, -1]
+
+
+def build_model(cfg: ModelConfig) -> StreamModel:
+    """A StreamModel with fresh (random) weights, in eval mode."""
+    return StreamModel(cfg).eval()

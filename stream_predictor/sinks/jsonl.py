@@ -1,0 +1,42 @@
+"""JSON lines (a file or stdout) and a plain Python callback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+class JsonlSink:
+    """One JSON object per tick. `path` of None or '-' writes to stdout. Flushed every `flush_every` ticks and on close."""
+
+    def __init__(self, path: str | Path | None = None, flush_every: int = 1) -> None:
+        self._own = path not in (None, "-")
+        if self._own:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._f: IO[str] = open(path, "w") if self._own else sys.stdout  # noqa: SIM115 - closed in close()
+        self._flush_every, self._n = max(1, flush_every), 0
+
+    def __call__(self, tick: Any) -> None:
+        self._f.write(json.dumps(tick.to_json()) + "\n")
+        self._n += 1
+        if self._n % self._flush_every == 0:
+            self._f.flush()
+
+    def close(self) -> None:
+        self._f.flush()
+        if self._own:
+            self._f.close()
+
+
+class CallbackSink:
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.fn = fn
+
+    def __call__(self, tick: Any) -> None:
+        self.fn(tick)
+
+    def close(self) -> None:
+        pass
