@@ -84,8 +84,9 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _unknown(key: str, prefix: str) -> ConfigError:
-    close = difflib.get_close_matches(prefix + key, _all_keys(Config), n=3, cutoff=0.5)
+def _unknown(key: str, prefix: str, here: typing.Iterable[str]) -> ConfigError:
+    close = [prefix + k for k in difflib.get_close_matches(key, list(here), n=3, cutoff=0.6)]
+    close = close or difflib.get_close_matches(prefix + key, _all_keys(Config), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
 
@@ -120,7 +121,7 @@ def _merge(obj: Any, data: dict, prefix: str = "") -> None:
     hints = typing.get_type_hints(type(obj))
     for key, value in data.items():
         if key not in hints:
-            raise _unknown(str(key), prefix)
+            raise _unknown(str(key), prefix, hints)
         if dataclasses.is_dataclass(hints[key]):
             _merge(getattr(obj, key), value, f"{prefix}{key}.")
         else:

@@ -53,7 +53,8 @@ class Screen(Source):
         sct = getattr(self._local, "sct", None)
         if sct is None:
             try:
-                sct = self._local.sct = self._mss_module.mss()
+                factory = getattr(self._mss_module, "MSS", None) or self._mss_module.mss  # MSS since mss 10
+                sct = self._local.sct = factory()
             except Exception as e:  # mss raises its own ScreenShotError and Xlib errors
                 raise SourceError(f"cannot open the display {os.environ.get('DISPLAY')}: {e}") from None
             self._all.append(sct)

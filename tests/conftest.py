@@ -1,0 +1,75 @@
+"""Shared fixtures: a real encoded video, a real X server (Xvfb), tiny model configs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream_predictor.sources.synthetic import Synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_video(path: Path, frames: int = 60, size: tuple[int, int] = (160, 120), fps: float = 30.0) -> Path:
+    """Encode `frames` synthetic frames (W, H = size) with cv2.VideoWriter (MJPG in .avi)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened(), "cv2.VideoWriter could not open an MJPG writer"
+    src = Synthetic("bounce", width=size[0], height=size[1], seed=3)
+    for i in range(frames):
+        writer.write(src.render(i))
+    writer.release()
+    return path
+
+
+def decode_all(path: Path) -> np.ndarray:
+    """Every frame as a plain cv2 read loop decodes it: (T, H, W, 3) BGR uint8."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="session")
+def video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "clip.avi", frames=60)
+
+
+@pytest.fixture(scope="session")
+def xvfb():
+    """A real X server on a free display; sets DISPLAY for the tests that use it."""
+    if shutil.which("Xvfb") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Xvfb is not installed; .ci/run installs it")
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    for n in range(90, 120):
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            break
+    display = f":{n}"
+    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{n}").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"Xvfb did not start on {display}")
+        time.sleep(0.05)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    yield display
+    proc.terminate()
+    proc.wait(5)
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old

@@ -1,0 +1,167 @@
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from stream_predictor import Predictor
+from stream_predictor.config import ModelConfig
+from stream_predictor.model import build_model, save_model
+from stream_predictor.predictor import FeatureRing
+from stream_predictor.sinks import CallbackSink, JsonlSink
+from stream_predictor.smoothing import ema, hysteresis
+from conftest import decode_all
+from test_cli import cli
+
+
+def model_for_video(seed: int = 0, frames: np.ndarray | None = None):
+    """Random weights, with the head centred on the clip's hidden states so that the class varies from frame to frame."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(hidden=32, feature_dim=64))
+    if frames is not None:
+        with torch.inference_mode():
+            out, _ = model.rnn(model.encode_clip(model.preprocess(frames)[None]))
+        with torch.no_grad():
+            model.head.weight.mul_(200)
+            model.head.bias.copy_(-model.head.weight @ out[0].mean(0))
+    return model
+
+
+def offline(model, frames: np.ndarray) -> torch.Tensor:
+    """model(clip) on every decoded frame: (T, K) probabilities."""
+    with torch.inference_mode():
+        return torch.softmax(model(model.preprocess(frames)[None])[0], -1)
+
+
+def test_lockstep_ticks_match_offline_forward_and_repeat_exactly(video):
+    frames = decode_all(video)
+    model = model_for_video(0, frames)
+    expected = offline(model, frames)
+    runs = []
+    for _ in range(2):
+        with Predictor(model, str(video), mode="stateful", replay="lockstep", ring_size=4) as p:
+            runs.append(list(p))
+    ticks = runs[0]
+    assert [t.seq for t in ticks] == list(range(len(frames)))  # one tick per frame, no gaps
+    assert all(t.skipped == 0 and not t.stale for t in ticks)
+    assert [t.class_id for t in ticks] == expected.argmax(-1).tolist()
+    assert len(set(t.class_id for t in ticks)) > 1
+    np.testing.assert_allclose([t.probs for t in ticks], expected.numpy(), atol=1e-5)
+    assert [(t.seq, t.class_id, t.probs) for t in runs[0]] == [(t.seq, t.class_id, t.probs) for t in runs[1]]
+
+
+def test_windowed_mode_and_its_warm_up(video):
+    model, n = model_for_video(1), 8
+    frames = decode_all(video)[:20]
+    with Predictor(model, str(video), mode="windowed", window=n, max_frames=20) as p:
+        ticks = list(p)
+    assert [t.seq for t in ticks] == list(range(20))
+    with torch.inference_mode():
+        x = model.preprocess(frames)
+        for t in ticks:
+            lo = max(0, t.seq + 1 - n)  # warm-up: fewer than n frames so far, the window holds what there is
+            ref = torch.softmax(model(x[None, lo : t.seq + 1])[0, -1], -1)
+            np.testing.assert_allclose(t.probs, ref.numpy(), atol=1e-5)
+
+
+def test_predict_cli_on_a_real_video(video, tmp_path):
+    model = model_for_video(2, decode_all(video))
+    weights = save_model(model, tmp_path / "w.safetensors")
+    out = tmp_path / "ticks.jsonl"
+    r = cli("predict", "--source", str(video), "--weights", str(weights), "--out", str(out), "--json", "replay=lockstep")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["frames"] == 60 and summary["skipped"] == 0
+    assert summary["latency_ms_p99"] >= summary["latency_ms_p50"] > 0
+    ticks = [json.loads(line) for line in out.read_text().splitlines()]
+    assert set(ticks[0]) == {"seq", "t_capture", "t_decision", "latency_ms", "class_id", "class", "probs", "skipped", "stale"}
+    assert [t["seq"] for t in ticks] == list(range(60))
+    assert [t["class_id"] for t in ticks] == offline(model, decode_all(video)).argmax(-1).tolist()
+    assert all(t["class"] == model.classes[t["class_id"]] for t in ticks)
+
+
+def test_random_weights_warn(video):
+    r = cli("predict", "--source", f"{video}", "--max-frames", "3")
+    assert r.returncode == 0 and "random weights" in r.stderr
+    assert len([line for line in r.stdout.splitlines() if line.startswith("{")]) == 3
+
+
+def test_fixed_rate_ticks_repeat_the_last_decision_when_stale():
+    model = build_model(ModelConfig(hidden=16, feature_dim=32))
+    with Predictor(model, "synthetic:bounce?fps=4&frames=4", replay="realtime", tick_hz=40) as p:
+        ticks = list(p)
+    fresh = [t for t in ticks if not t.stale]
+    stale = [t for t in ticks if t.stale]
+    assert [t.seq for t in fresh] == [0, 1, 2, 3]
+    assert len(stale) > 10  # ~10 ticks per frame at 40 Hz over a 4 fps source
+    for t in stale:
+        prev = max((f for f in fresh if f.t_decision < t.t_decision), key=lambda f: f.t_decision)
+        assert (t.seq, t.class_id, t.probs, t.skipped) == (prev.seq, prev.class_id, prev.probs, 0)
+    assert p.summary()["stale"] == len(stale)
+
+
+def test_live_source_skips_and_accounts_for_every_frame():
+    model = build_model(ModelConfig(encoder="alexnet", input_size=[96, 96], hidden=256))  # slower than the source
+    with Predictor(model, "synthetic:bounce?fps=0&frames=400", replay="realtime", ring_size=4) as p:
+        ticks = list(p)
+    s = p.summary()
+    assert s["skipped"] > 0
+    assert s["frames"] + s["skipped"] == s["captured"] == 400
+    assert sum(t.skipped for t in ticks) == s["skipped"]
+    assert ticks[-1].seq == 399
+
+
+def test_sinks_and_background_thread(tmp_path, video):
+    model = model_for_video()
+    got = []
+    out = tmp_path / "t.jsonl"
+    p = Predictor(model, str(video), sinks=[CallbackSink(got.append), JsonlSink(out)]).start()
+    assert p.join(timeout=60)
+    p.close()
+    assert [t.seq for t in got] == list(range(60))
+    assert threading.current_thread() is threading.main_thread()
+    lines = out.read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(60))
+
+
+def test_a_failing_sink_stops_the_threads_and_surfaces(video):
+    model = model_for_video()
+
+    def boom(tick):
+        if tick.seq == 5:
+            raise RuntimeError("sink failed")
+
+    p = Predictor(model, str(video), sinks=[CallbackSink(boom)])
+    with pytest.raises(RuntimeError, match="sink failed"):
+        with p:
+            p.run()
+    assert not p.capture.alive
+
+
+def test_episode_starts_reset_the_state():
+    model = build_model(ModelConfig(hidden=16, feature_dim=32))
+    with Predictor(model, "ale:Pong?max_episode_steps=30", max_frames=95) as p:
+        ticks = list(p)
+    assert [t.seq for t in ticks if t.first] == [0, 30, 60, 90]  # 30 steps an episode; a terminal frame is replaced by the next reset
+    assert p.summary()["resets"] == 4
+
+
+def test_feature_ring_order():
+    ring = FeatureRing(3, 2)
+    for i in range(5):
+        ring.push(i, torch.full((2,), float(i)))
+    assert ring.window()[:, 0].tolist() == [2.0, 3.0, 4.0]
+    ring.clear()
+    ring.push(9, torch.ones(2))
+    assert ring.window().shape == (1, 2)
+
+
+def test_smoothing_is_pure():
+    p1, p2 = np.array([0.8, 0.1, 0.1]), np.array([0.1, 0.8, 0.1])
+    np.testing.assert_allclose(ema(p1, p2, 0.75), [0.625, 0.275, 0.1])
+    np.testing.assert_allclose(ema(None, p2, 0.75), p2)
+    assert hysteresis(0, np.array([0.45, 0.55, 0.0]), 0.2) == 0  # not enough margin: keep
+    assert hysteresis(0, np.array([0.2, 0.8, 0.0]), 0.2) == 1
+    assert hysteresis(None, np.array([0.45, 0.55, 0.0]), 0.2) == 1
+    assert p1.tolist() == [0.8, 0.1, 0.1]  # inputs untouched

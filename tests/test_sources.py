@@ -1,0 +1,266 @@
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream_predictor.capture import CaptureThread
+from stream_predictor.errors import ReadError, SourceError, UserError
+from stream_predictor.sources import open_source, parse_spec
+from stream_predictor.sources.base import Frame, Source
+from conftest import decode_all, write_video
+
+
+def drain(cap: CaptureThread, delay: float = 0.0, timeout: float = 5.0) -> list:
+    out, last = [], -1
+    while (f := cap.ring.wait_newer(last, timeout)) is not None:
+        out.append((f.seq, f.image.copy(), f.skipped))
+        last = f.seq
+        if delay:
+            time.sleep(delay)
+    return out
+
+
+@pytest.mark.parametrize("spec, kind, target, options", [
+    ("0", "camera", "0", {}),
+    ("2", "camera", "2", {}),
+    ("rtsp://127.0.0.1:8554/cam", "stream", "rtsp://127.0.0.1:8554/cam", {}),
+    ("http://localhost/video.mjpg", "stream", "http://localhost/video.mjpg", {}),
+    ("screen", "screen", "", {}),
+    ("screen:10,20,300,200", "screen", "10,20,300,200", {}),
+    ("screen:0,0,800,600?monitor=1&fps=30", "screen", "0,0,800,600", {"monitor": 1, "fps": 30}),
+    ("ale:Pong?seed=3&sticky=0.0", "ale", "Pong", {"seed": 3, "sticky": 0.0}),
+    ("synthetic:bounce?fps=60&frames=10", "synthetic", "bounce", {"fps": 60, "frames": 10}),
+])
+def test_parse_spec(spec, kind, target, options):
+    s = parse_spec(spec)
+    assert (s.kind, s.target, s.options) == (kind, target, options)
+
+
+def test_parse_spec_paths(tmp_path, video):
+    assert parse_spec(str(video)).kind == "video"
+    assert parse_spec(str(tmp_path)).kind == "images"
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("nope/clip.mp4", "source not found"),
+    ("foo:bar", "unknown source scheme 'foo:'"),
+    ("ale:Pong?speed=3", "unknown option 'speed'"),
+    ("synthetic:bounce?fps", "not key=value"),
+    ("", "empty source spec"),
+])
+def test_bad_specs(spec, words):
+    with pytest.raises(SourceError, match=words):
+        open_source(spec)
+
+
+def test_bad_video_files(tmp_path, video):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    with pytest.raises(SourceError, match="empty"):
+        open_source(str(empty))
+    with pytest.raises(SourceError, match="cannot decode"):
+        open_source(str(noise))
+
+
+def test_lockstep_video_is_byte_identical_to_plain_cv2(video):
+    expected = decode_all(video)
+    source = open_source(str(video))
+    assert source.fps == pytest.approx(30.0) and source.frame_count == len(expected)
+    with CaptureThread(source, ring_size=4, replay="lockstep") as cap:
+        got = drain(cap, delay=0.001)  # a consumer slower than decoding loses nothing in lockstep
+    assert [s for s, _, _ in got] == list(range(len(expected)))
+    assert sum(k for _, _, k in got) == 0
+    for (_, image, _), ref in zip(got, expected):
+        np.testing.assert_array_equal(image, ref)
+    assert cap.stats.captured == len(expected)
+
+
+def test_realtime_video_drops_frames_behind_a_slow_consumer(tmp_path):
+    path = write_video(tmp_path / "fast.avi", frames=60, fps=100.0)
+    with CaptureThread(open_source(str(path)), ring_size=4, replay="realtime") as cap:
+        t0 = time.monotonic()
+        got = drain(cap, delay=0.04)  # 25 fps consumer on a 100 fps file
+        elapsed = time.monotonic() - t0
+    skipped = sum(k for _, _, k in got)
+    assert skipped > 20
+    assert len(got) + skipped == 60
+    assert got[-1][0] == 59
+    assert 0.45 < elapsed < 3.0  # paced at the file's rate (0.6 s), not decoded as fast as possible
+
+
+def test_close_while_a_consumer_waits_returns_promptly():
+    cap = CaptureThread(open_source("synthetic:bounce?fps=0.5"), ring_size=4, replay="realtime").start()
+    first = cap.ring.wait_newer(-1, 5)
+    assert first is not None and first.seq == 0
+    done = {}
+
+    def consumer():
+        done["frame"] = cap.ring.wait_newer(first.seq, timeout=60)
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    cap.close()
+    t.join(2)
+    assert not t.is_alive() and done["frame"] is None
+    assert time.monotonic() - t0 < 1.0
+    assert not cap.alive
+    cap.close()  # idempotent
+
+
+def test_end_of_stream_wakes_consumer_through_capture_thread():
+    with CaptureThread(open_source("synthetic:bounce?frames=5&fps=0"), ring_size=8) as cap:
+        got = drain(cap, timeout=30)
+        t0 = time.monotonic()
+        assert cap.ring.wait_newer(4, timeout=30) is None
+        assert time.monotonic() - t0 < 0.5
+    assert [s for s, _, _ in got] == [0, 1, 2, 3, 4]
+
+
+class FlakySource(Source):
+    """A live source whose reads fail in bursts, like a camera losing its USB link."""
+
+    live = True
+    name = "flaky"
+
+    def __init__(self, fail_at: set[int]) -> None:
+        super().__init__()
+        self.calls, self.fail_at, self.reopened = 0, fail_at, 0
+
+    def read(self) -> Frame | None:
+        self.calls += 1
+        if self.calls in self.fail_at:
+            raise ReadError("device unplugged")
+        if self._seq >= 20:
+            return None
+        return self._frame(np.full((4, 4, 3), self._seq, np.uint8))
+
+    def reopen(self) -> None:
+        self.reopened += 1
+
+
+def test_failing_reads_reconnect_with_backoff_and_feed_no_fake_frames():
+    source = FlakySource({3, 4, 10})
+    with CaptureThread(source, ring_size=64, reconnect_backoff_s=0.01) as cap:
+        time.sleep(0.5)
+        seqs, images = cap.ring.window(64)
+    assert seqs.tolist() == list(range(20))
+    assert [int(im[0, 0, 0]) for im in images] == list(range(20))  # no black or repeated frames
+    assert cap.stats.reconnects == 3 and source.reopened == 3
+    assert sum("read failed" in e for _, e in cap.events) == 3
+
+
+def test_giving_up_after_too_many_failures_surfaces_an_error():
+    source = FlakySource(set(range(1, 100)))
+    with CaptureThread(source, ring_size=4, reconnect_max=2, reconnect_backoff_s=0.01) as cap:
+        assert cap.ring.wait_newer(-1, 5) is None
+        assert isinstance(cap.ring.error, UserError) and "gave up" in str(cap.ring.error)
+
+
+def test_image_folder_sorted_and_unreadable_skipped(tmp_path):
+    for i in (2, 0, 1):
+        cv2.imwrite(str(tmp_path / f"img_{i:03d}.png"), np.full((10, 12, 3), i * 50, np.uint8))
+    (tmp_path / "img_001b.png").write_bytes(b"not a png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    source = open_source(str(tmp_path))
+    frames = []
+    while (f := source.read()) is not None:
+        frames.append(f)
+    assert [int(f.image[0, 0, 0]) for f in frames] == [0, 50, 100]
+    assert [f.seq for f in frames] == [0, 1, 2]
+    assert [p.name for p in source.unreadable] == ["img_001b.png"]
+
+
+def test_synthetic_is_deterministic_and_seeded():
+    a, b, c = (open_source(f"synthetic:bounce?seed={s}&frames=50") for s in (1, 1, 2))
+    fa = [a.read().image for _ in range(50)]
+    fb = [b.read().image for _ in range(50)]
+    fc = [c.read().image for _ in range(50)]
+    assert all(np.array_equal(x, y) for x, y in zip(fa, fb))
+    assert not all(np.array_equal(x, y) for x, y in zip(fa, fc))
+    assert a.read() is None
+    assert {a.label_of(i) for i in range(1, 400)} == {"left", "straight", "right"}
+
+
+def test_ale_pong_yields_frames_and_obeys_actions():
+    def run(action: int) -> tuple[np.ndarray, int]:
+        src = open_source("ale:Pong?seed=0&sticky=0.0")
+        frames = [src.read()]
+        for _ in range(60):
+            src.act(action)
+            frames.append(src.read())
+        y = int(src.ram()[51])
+        src.close()
+        return np.stack([f.image for f in frames]), y
+
+    noop, y_noop = run(0)
+    up, y_up = run(2)  # RIGHT moves the paddle up
+    down, y_down = run(3)
+    assert noop.shape == (61, 210, 160, 3) and noop.dtype == np.uint8
+    assert not np.array_equal(noop[-1], noop[0])  # the game runs
+    np.testing.assert_array_equal(noop[0], up[0])  # same seed, same start
+    assert y_up < y_noop < y_down  # the paddle went where it was told
+    assert not np.array_equal(up[-1], down[-1])
+
+
+def test_ale_sync_mode_waits_for_an_action():
+    src = open_source("ale:Pong?sync=true")
+    src.read()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("f", src.read()))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive()  # blocked: no decision yet
+    src.act(0)
+    t.join(2)
+    assert result["f"].seq == 1
+    src.close()
+
+
+def test_ale_unknown_game():
+    with pytest.raises(SourceError, match="unknown game"):
+        open_source("ale:NoSuchGame")
+
+
+def test_screen_needs_a_display(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(SourceError, match="DISPLAY"):
+        open_source("screen")
+    monkeypatch.setenv("XDG_SESSION_TYPE", "wayland")
+    with pytest.raises(SourceError, match="Wayland"):
+        open_source("screen")
+
+
+def test_screen_capture_under_xvfb_reads_back_a_pattern(xvfb):
+    x, y, w, h = 100, 80, 200, 120
+    helper = Path(__file__).with_name("show_pattern.py")
+    proc = subprocess.Popen([sys.executable, str(helper), str(x), str(y), str(w), str(h)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "shown"
+        source = open_source(f"screen:{x},{y},{w},{h}")
+        deadline = time.monotonic() + 5
+        with CaptureThread(source, ring_size=4) as cap:
+            last = -1
+            while True:  # the window may take a moment to be drawn
+                f = cap.ring.wait_newer(last, 2)
+                image, last = f.image.copy(), f.seq
+                if image[h // 4, w // 4].tolist() == [0, 0, 255] or time.monotonic() > deadline:
+                    break
+        assert image.shape == (h, w, 3)
+        assert image[h // 4, w // 4].tolist() == [0, 0, 255]  # red, in BGR
+        assert image[h // 4, 3 * w // 4].tolist() == [0, 255, 0]  # green
+        assert image[3 * h // 4, w // 4].tolist() == [255, 0, 0]  # blue
+        assert image[3 * h // 4, 3 * w // 4].tolist() == [255, 255, 255]
+        with pytest.raises(SourceError, match="outside"):
+            open_source("screen:1000,700,100,100")
+    finally:
+        proc.kill()
+        proc.wait()
