@@ -82,18 +82,19 @@ class CaptureThread:
                 if delay > 0 and self._stop.wait(delay):
                     return
                 next_t = max(next_t + self.period, time.monotonic() - self.period)
-            frame = self._read()
+            slot = self.ring.claim()
+            frame = self._read(None if slot is None else slot[1])
             if frame is None:
                 return
-            self.ring.write(frame)
+            self.ring.write(frame, slot)
             self.stats.captured += 1
             self.stats.elapsed_s = time.monotonic() - self._started
 
-    def _read(self):
+    def _read(self, out):
         failures = 0
         while not self._stop.is_set():
             try:
-                return self.source.read()
+                return self.source.read(out)
             except ReadError as e:
                 failures += 1
                 if failures > self.reconnect_max:

@@ -2,7 +2,8 @@
 
 N preallocated slots hold the newest frames with their seq and timestamps. One writer, one reader.
 
-- `write()` never blocks. In a lossy ring (live sources, realtime replay) it overwrites the oldest
+- `write()` never blocks. (A writer that can decode in place asks for a slot with `claim()` first.)
+  In a lossy ring (live sources, realtime replay) it overwrites the oldest
   slot; in a lossless ring (lockstep replay) the writer first calls `wait_space()`, so nothing
   unread is ever overwritten.
 - `wait_newer(last_seq, timeout)` waits on a Condition and hands each frame over at most once: the
@@ -53,15 +54,31 @@ class FrameRing:
         self.error: BaseException | None = None
 
     # --- writer side -------------------------------------------------------------------------
-    def write(self, frame: Frame) -> None:
-        """Copy a frame into the oldest free slot. Never blocks on the reader."""
+    def claim(self) -> tuple[int, np.ndarray] | None:
+        """A free slot for the writer to decode into (no copy later), or None before the first frame.
+
+        The slot holds no valid frame until `write()`, so the reader cannot be handed it meanwhile.
+        """
+        with self._cond:
+            if self._slots is None:
+                return None
+            slot = self._free_slot()
+            self._seq[slot] = -1
+            return slot, self._slots[slot]
+
+    def write(self, frame: Frame, claimed: tuple[int, np.ndarray] | None = None) -> None:
+        """Publish a frame: in place if it was decoded into the `claimed` slot, else copied into the oldest free one.
+        Never blocks on the reader."""
         image = frame.image
         with self._cond:
-            if self._slots is None or self._slots.shape[1:] != image.shape:
-                self._slots = np.empty((self.size, *image.shape), np.uint8)  # a pinned view keeps the old array alive
-                self._seq[:] = -1
-            slot = self._free_slot()
-            self._slots[slot] = image
+            if claimed is not None and image is claimed[1]:
+                slot = claimed[0]
+            else:
+                if self._slots is None or self._slots.shape[1:] != image.shape:
+                    self._slots = np.empty((self.size, *image.shape), np.uint8)  # a pinned view keeps the old array alive
+                    self._seq[:] = -1
+                slot = self._free_slot()
+                self._slots[slot] = image
             self._seq[slot] = frame.seq
             self._t[slot] = frame.t_capture
             self._t_source[slot] = frame.t_source

@@ -56,6 +56,22 @@ def test_stepping_matches_offline_forward_with_a_reset(encoder, size, gray, step
 
 
 @pytest.mark.parametrize("temporal", ["lstm", "gru"])
+def test_stepping_two_layer_lstm_and_gru(temporal):
+    torch.manual_seed(4)
+    model = build_model(tiny(temporal=temporal, layers=2, dropout=0.3))
+    clip = torch.randn(2, 200, 1, 84, 84)
+    first = torch.zeros(2, 200, dtype=torch.bool)
+    first[0, 70] = first[1, 150] = True
+    with torch.inference_mode():
+        offline = model(clip, first=first)
+        state, online = model.init_state(2), []
+        for t in range(200):
+            logits, state = model.step(clip[:, t], state, first[:, t])
+            online.append(logits)
+    assert (offline - torch.stack(online, 1)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("temporal", ["lstm", "gru"])
 def test_window_equals_forward_over_the_last_n_frames(temporal):
     torch.manual_seed(1)
     model = build_model(tiny(temporal=temporal, layers=2))

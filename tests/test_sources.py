@@ -7,12 +7,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import decode_all, write_video
 
 from stream_predictor.capture import CaptureThread
 from stream_predictor.errors import ReadError, SourceError, UserError
 from stream_predictor.sources import open_source, parse_spec
 from stream_predictor.sources.base import Frame, Source
-from conftest import decode_all, write_video
 
 
 def drain(cap: CaptureThread, delay: float = 0.0, timeout: float = 5.0) -> list:
@@ -135,7 +135,7 @@ class FlakySource(Source):
         super().__init__()
         self.calls, self.fail_at, self.reopened = 0, fail_at, 0
 
-    def read(self) -> Frame | None:
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
         self.calls += 1
         if self.calls in self.fail_at:
             raise ReadError("device unplugged")

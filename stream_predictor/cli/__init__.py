@@ -18,6 +18,7 @@ from ..errors import UserError
 COMMANDS = {  # name -> (module, one-line help)
     "capture": ("capture_cmd", "check a source: resolution, fps reached, frames dropped"),
     "predict": ("predict_cmd", "ticks as JSON lines, plus a summary"),
+    "bench": ("bench_cmd", "per-tick time incremental vs recompute, capture rate, latency"),
 }
 DEFAULT_COMMAND = "predict"
 

@@ -101,9 +101,25 @@ class StreamModel(nn.Module):
         return self.temporal(self.encode_clip(clip), state, first)[0]
 
     def step_features(self, feats: torch.Tensor, state: State, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
-        """One cached feature per stream: (B, D) → logits (B, K) and the new state."""
-        logits, state = self.temporal(feats[:, None], state, None if first is None else first[:, None])
-        return logits[:, 0], state
+        """One cached feature per stream: (B, D) → logits (B, K) and the new state.
+
+        The same equations as `self.rnn`, through the fused single-step cell kernels: a one-step
+        nn.LSTM call costs about 4× more on a CPU than the arithmetic it does. Dropout between
+        layers is a training-time thing and is not applied here.
+        """
+        if first is not None:
+            state = self.reset_state(state, first)
+        rnn, x, new = self.rnn, feats, []
+        for layer in range(self.cfg.layers):
+            w = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            if self.cfg.temporal == "lstm":
+                h, c = torch.lstm_cell(x, (state[0][layer], state[1][layer]), *w)
+                new.append((h, c))
+            else:
+                h = torch.gru_cell(x, state[0][layer], *w)
+                new.append((h,))
+            x = h
+        return self.head(x), tuple(torch.stack(parts) for parts in zip(*new))
 
     def step(self, frames: torch.Tensor, state: State, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         """One new frame per stream: (B, C, h, w) → logits (B, K) and the new state. O(1) CNN work."""

@@ -67,7 +67,7 @@ class AleGame(Source):
         self.episode_return, self.episode_steps = 0.0, 0
         return obs
 
-    def read(self) -> Frame | None:
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
         first = self._obs is None
         if first:
             obs = self._reset()

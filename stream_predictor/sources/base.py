@@ -39,7 +39,8 @@ class Source:
         self._seq += 1
         return frame
 
-    def read(self) -> Frame | None:
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
+        """The next frame. A source may decode into `out` (a free ring slot) when its shape fits, saving a copy."""
         raise NotImplementedError
 
     def reopen(self) -> None:

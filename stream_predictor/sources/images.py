@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from ..errors import SourceError
 from .base import Frame, Source
@@ -27,7 +28,7 @@ class ImageFolder(Source):
         self.unreadable: list[Path] = []
         self._next = 0
 
-    def read(self) -> Frame | None:
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
         while self._next < len(self.files):
             path = self.files[self._next]
             self._next += 1

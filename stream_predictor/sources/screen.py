@@ -60,7 +60,7 @@ class Screen(Source):
             self._all.append(sct)
         return sct
 
-    def read(self) -> Frame | None:
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
         try:
             shot = self._sct().grab(self.box)
         except Exception as e:

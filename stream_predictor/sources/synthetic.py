@@ -66,7 +66,7 @@ class Synthetic(Source):
         cv2.rectangle(image, (2, 2), (w - 3, h - 3), (90, 90, 90), 1)
         return image
 
-    def read(self) -> Frame | None:
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
         if self.frame_count is not None and self._seq >= self.frame_count:
             return None
         i = self._seq

@@ -6,9 +6,18 @@ import os
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from ..errors import ReadError, SourceError
 from .base import Frame, Source
+
+
+def _cv_read(cap: cv2.VideoCapture, out: np.ndarray | None) -> tuple[bool, np.ndarray | None]:
+    """cap.read(), decoding straight into `out` when the frame has its shape (cv2 reuses a matching array)."""
+    if out is not None:
+        ok, image = cap.read(out)
+        return ok, image
+    return cap.read()
 
 
 class VideoFile(Source):
@@ -29,8 +38,8 @@ class VideoFile(Source):
         n = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = n if n > 0 else None
 
-    def read(self) -> Frame | None:
-        ok, image = self._cap.read()
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
+        ok, image = _cv_read(self._cap, out)
         if not ok:
             return None
         t = self._seq / self.fps if self.fps > 0 else None
@@ -53,8 +62,8 @@ class _LiveCapture(Source):
     def _open(self) -> cv2.VideoCapture:
         raise NotImplementedError
 
-    def read(self) -> Frame | None:
-        ok, image = self._cap.read()
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
+        ok, image = _cv_read(self._cap, out)
         if not ok or image is None:
             raise ReadError(f"{self.name}: read failed")
         return self._frame(image)
