@@ -127,6 +127,26 @@ def latency(model: StreamModel, fps: float, frames: int, mode: str = "stateful")
             "latency_ms_p50": s["latency_ms_p50"], "latency_ms_p99": s["latency_ms_p99"], "fps": s["fps"]}
 
 
+def parity(encoder: str, steps: int, size: int = 64, seed: int = 0) -> dict:
+    """Max |stepped − offline| logits over `steps` frames with a reset half-way, random weights, fp32."""
+    torch.manual_seed(seed)
+    gray = encoder in ("nature_cnn", "alexnet")
+    model = build_model(ModelConfig(encoder=encoder, input_size=[size, size], grayscale=gray, hidden=256,
+                                    mean=[0.5] * (1 if gray else 3), std=[0.5] * (1 if gray else 3)))
+    clip = torch.randn(1, steps, 1 if gray else 3, size, size)
+    first = torch.zeros(1, steps, dtype=torch.bool)
+    first[0, steps // 2] = True
+    with torch.inference_mode():
+        offline = model(clip, first=first)
+        state, online = model.init_state(1), []
+        for t in range(steps):
+            logits, state = model.step(clip[:, t], state, first[:, t])
+            online.append(logits)
+        diff = (offline - torch.stack(online, 1)).abs().max().item()
+        agree = (offline.argmax(-1) == torch.stack(online, 1).argmax(-1)).float().mean().item()
+    return {"encoder": encoder, "input": f"{size}x{size}", "frames": steps, "max_abs_diff": diff, "class_agreement": agree}
+
+
 def default_bench_model(encoder: str = "nature_cnn") -> StreamModel:
     size = [84, 84] if encoder in ("nature_cnn", "alexnet") else [224, 224]
     gray = encoder in ("nature_cnn", "alexnet")

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoders", default=",".join(ENCODERS), help="comma-separated encoders for the per-tick rows")
     p.add_argument("--windows", default="8,16,32", help="window sizes N for the recompute baseline")
     p.add_argument("--repeats", type=int, default=5, help="repeats per figure (the median is reported)")
-    p.add_argument("--only", default="per_tick,capture,sources,latency", help="which parts to run")
+    p.add_argument("--only", default="per_tick,capture,sources,latency", help="which parts to run (also: parity)")
 
 
 def _table(rows: list[dict]) -> str:
@@ -45,6 +45,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                                for row in bench.per_tick(bench.default_bench_model(enc), windows, args.repeats, dev)]
         if not args.json:
             print("per tick: incremental step vs recomputing the CNN over the N-frame window\n" + _table(results["per_tick"]))
+    if "parity" in parts:
+        steps = {"nature_cnn": 1000, "alexnet": 1000, "resnet18": 200, "mobilenet_v3_small": 200, "efficientnet_b0": 200}
+        results["parity"] = [bench.parity(enc, steps[enc], 84 if enc == "nature_cnn" else 64) for enc in encoders]
+        if not args.json:
+            print("\nparity: stepping vs offline forward, fp32, reset half-way\n" + _table(results["parity"]))
     if "capture" in parts:
         results["capture"] = bench.capture_ratio(repeats=args.repeats)
         if not args.json:
@@ -56,7 +61,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             print("\nsource rates\n" + _table(results["sources"]))
     if "latency" in parts:
         model = bench.default_bench_model("nature_cnn")
-        results["latency"] = [bench.latency(model, fps, frames) for fps, frames in ((60, 600), (0, 3000))]
+        results["latency"] = [bench.latency(model, fps, frames) for fps, frames in ((60, 600), (0, 30000))]
         if not args.json:
             print("\nPredictor capture → decision latency, nature_cnn 84x84 + LSTM 256\n" + _table(results["latency"]))
     if args.json:
