@@ -54,8 +54,8 @@ class ModelConfig:
 
 @dataclass
 class PredictConfig:
-    mode: Literal["stateful", "windowed"] = "stateful"  # O(1) LSTM step per tick, or LSTM over the last `window` features
-    window: int = 16  # cached features used by windowed mode
+    mode: Literal["auto", "stateful", "windowed"] = "auto"  # O(1) LSTM step per tick, LSTM over the last `window` features, or as trained
+    window: int = 0  # cached features used by windowed mode (0: the weights' train.seq_len, else 16)
     tick_hz: float = 0.0  # fixed tick rate (0: one tick per new frame)
     ema: float = 0.0  # weight of the previous probabilities in an EMA (0: off)
     hysteresis: float = 0.0  # probability margin a new class needs to replace the current one (0: off)
@@ -66,11 +66,51 @@ class PredictConfig:
 
 
 @dataclass
+class RecordConfig:
+    labeller: Literal["auto", "keyboard", "expert", "oracle", "none"] = "auto"  # auto: expert for ale:, oracle for synthetic:, else keyboard
+    keys: Literal["lsr3", "wasd9"] = "lsr3"  # key preset: left/straight/right (arrows or A/D), or the 9 WASD combinations
+    pause_key: str = "f8"  # toggles pause/resume while recording from the keyboard
+    segment_frames: int = 300  # frames per video segment: a crash loses at most the segment being written
+    codec: str = "MJPG"  # fourcc of the segment files (.avi)
+    max_frames: int = 0  # stop after this many recorded frames (0: until the source ends or Ctrl-C)
+    seconds: float = 0.0  # stop after this long (0: no limit)
+    policy: str = ""  # weights of a model that plays while the expert labels (DAgger); empty: the expert plays
+
+
+@dataclass
+class TrainConfig:
+    mode: Literal["windowed", "stateful"] = "windowed"  # windows from zero state, or truncated BPTT with the state carried
+    epochs: int = 10  # passes over the training data
+    max_steps: int = 0  # stop after this many optimizer steps (0: no limit)
+    batch_size: int = 16  # windows (or parallel lanes in stateful mode) per step
+    seq_len: int = 16  # frames per window / per BPTT chunk
+    burn_in: int = 8  # stateful: frames after a mid-session lane start that carry no loss
+    lr: float = 3e-4  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup_steps: int = 50  # linear warm-up before the cosine decay
+    grad_clip: float = 1.0  # max gradient norm (0: off)
+    label_delay: int = 0  # predict the label k frames later (corrects for reaction time)
+    stride: int = 1  # use every stride-th frame (the model then expects a source at fps/stride)
+    balance: Literal["none", "weighted"] = "weighted"  # class-weighted loss against imbalance
+    augment: bool = True  # brightness/contrast jitter and small shifts, the same across a window
+    mirror: list[str] = field(default_factory=list)  # label pairs swapped by a horizontal flip, e.g. [left:right]; [] never mirrors
+    val_fraction: float = 0.2  # fraction of sessions held out for validation (by session, never by frame)
+    windows_per_epoch: int = 0  # windowed: windows drawn per epoch (0: frames / seq_len)
+    seed: int = 0  # seeds sampling, augmentation and initialisation
+    device: str = "auto"  # auto: cuda if available, else cpu
+    amp: bool = True  # mixed precision on CUDA
+    cache_dir: str = ".cache/frames"  # preprocessed frames, keyed by session and preprocessing
+    threads: int = 0  # torch threads for training (0: torch's default)
+
+
+@dataclass
 class Config:
     replay: Literal["lockstep", "realtime"] = "lockstep"  # finite/generated sources: every frame in order, or paced with drops
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _all_keys(cls: type, prefix: str = "") -> list[str]:
@@ -108,6 +148,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-3" as a string
+        except ValueError:
+            pass
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # `source.spec=0` names camera 0
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):

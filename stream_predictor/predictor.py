@@ -140,7 +140,9 @@ class Predictor:
     def from_config(cls, model: StreamModel, cfg: Config, source: str | Source | None = None, sinks: Sequence = (),
                     max_frames: int = 0) -> Predictor:
         p = cfg.predict
-        return cls(model, source if source is not None else cfg.source.spec, p.mode, cfg.replay, p.window, p.tick_hz,
+        mode = model.trained.get("mode", "stateful") if p.mode == "auto" else p.mode
+        window = p.window or model.trained.get("seq_len", 16)
+        return cls(model, source if source is not None else cfg.source.spec, mode, cfg.replay, window, p.tick_hz,
                    p.ema, p.hysteresis, sinks, cfg.source.ring_size, p.threads, max_frames, p.max_gap_s, cfg)
 
     # --- lifecycle -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -18,6 +19,10 @@ from ..errors import UserError
 COMMANDS = {  # name -> (module, one-line help)
     "capture": ("capture_cmd", "check a source: resolution, fps reached, frames dropped"),
     "predict": ("predict_cmd", "ticks as JSON lines, plus a summary"),
+    "record": ("record_cmd", "record a session: frames + per-frame labels (keyboard, game expert, synthetic truth)"),
+    "import": ("import_cmd", "turn a video and a labels CSV into a session"),
+    "train": ("train_cmd", "train on sessions, with progress bar, metrics and plots"),
+    "eval": ("eval_cmd", "accuracy, macro-F1 and confusion matrix on sessions, through the real Predictor"),
     "bench": ("bench_cmd", "per-tick time incremental vs recompute, capture rate, latency"),
 }
 DEFAULT_COMMAND = "predict"
@@ -39,12 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+
+
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Config]:
-    args, rest = _parser().parse_known_args(argv)
-    bad = [a for a in rest if "=" not in a or a.startswith("-")]
-    if bad:
-        raise UserError(f"unrecognized arguments: {' '.join(bad)} (config overrides are key=value)")
-    cfg = load_config(getattr(args, "config", None), rest)
+    # Overrides may stand anywhere, even after an option that takes several values (--data A B key=value).
+    overrides = [a for a in argv if OVERRIDE.match(a)]
+    args, rest = _parser().parse_known_args([a for a in argv if not OVERRIDE.match(a)])
+    if rest:
+        raise UserError(f"unrecognized arguments: {' '.join(rest)} (config overrides are key=value)")
+    cfg = load_config(getattr(args, "config", None), overrides)
     return args, cfg
 
 

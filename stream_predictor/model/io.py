@@ -26,6 +26,8 @@ def save_model(model: StreamModel, path: str | Path, extra: dict[str, str] | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "model_config": json.dumps(to_dict(model.cfg)), **(extra or {})}
+    if model.trained:
+        metadata["trained"] = json.dumps(model.trained)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)  # a reader never sees half a file
@@ -73,4 +75,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> StreamMo
                  f"shape mismatch: {'; '.join(wrong[:3])}" if wrong else ""]
         raise UserError(f"{path} does not match its model ({cfg.encoder}): " + ", ".join(p for p in parts if p))
     model.load_state_dict(tensors, strict=True)
+    model.trained = json.loads(meta.get("trained", "{}"))
     return model.to(device).eval()

@@ -1,4 +1,4 @@
-"""The one preprocessing path: BGR uint8 (B, H, W, 3) → crop → grayscale/RGB → resize → normalize → float (B, C, h, w).
+"""The one preprocessing path: BGR uint8 (B, H, W, 3) → crop → grayscale/RGB → resize → round → normalize → float (B, C, h, w).
 
 It is written in torch so that the same code runs on the CPU and, inside the captured graph, on a
 GPU. Its settings live in ModelConfig and so travel inside every weights file: training, replay and
@@ -30,19 +30,31 @@ class Preprocess(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("luma", torch.tensor(LUMA_BGR).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """BGR uint8 (B, H, W, 3) → float32 (B, C, h, w)."""
+    def to_pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        """BGR uint8 (B, H, W, 3) → (B, C, h, w) float holding whole pixel values 0..255.
+
+        Rounding to whole pixels makes this stage exactly cacheable as uint8: the training cache
+        stores it, and live inference computes the same values.
+        """
         if self.crop is not None:
             x, y, w, h = self.crop
             frames = frames[:, y : y + h, x : x + w]
-        x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) BGR in [0, 1]
+        x = frames.permute(0, 3, 1, 2).float()  # (B, 3, H, W) BGR, 0..255
         if self.grayscale:
             x = (x * self.luma).sum(1, keepdim=True)  # (B, 1, H, W)
         else:
             x = x.flip(1)  # BGR → RGB, the order torchvision backbones expect
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
-        return (x - self.mean) / self.std
+        return x.round_().clamp_(0, 255)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) pixel values 0..255 (uint8 or float) → float32 normalized with mean and std."""
+        return (pixels.float() / 255.0 - self.mean) / self.std
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """BGR uint8 (B, H, W, 3) → float32 (B, C, h, w)."""
+        return self.normalize(self.to_pixels(frames))
 
 
 def as_uint8_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:

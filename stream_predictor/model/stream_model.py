@@ -39,6 +39,7 @@ class StreamModel(nn.Module):
         rnn = nn.LSTM if cfg.temporal == "lstm" else nn.GRU
         self.rnn = rnn(self.feature_dim, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.head = nn.Linear(cfg.hidden, len(self.classes))
+        self.trained: dict = {}  # how the weights were trained (mode, seq_len, label_delay, …), from the weights file
 
     # --- frames → features -------------------------------------------------------------------
     def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -96,9 +97,14 @@ class StreamModel(nn.Module):
             outs.append(out)
         return self.head(torch.cat(outs, 1)), state
 
-    def forward(self, clip: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None) -> torch.Tensor:
-        """Offline: (B, T, C, h, w) → logits (B, T, K), from zero state unless one is given."""
-        return self.temporal(self.encode_clip(clip), state, first)[0]
+    def forward(self, clip: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None,
+                return_state: bool = False) -> torch.Tensor | tuple[torch.Tensor, State]:
+        """Offline: (B, T, C, h, w) → logits (B, T, K), from zero state unless one is given.
+
+        `return_state=True` also returns the state after the last frame (truncated BPTT in training).
+        """
+        logits, state = self.temporal(self.encode_clip(clip), state, first)
+        return (logits, state) if return_state else logits
 
     def step_features(self, feats: torch.Tensor, state: State, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         """One cached feature per stream: (B, D) → logits (B, K) and the new state.

@@ -1,7 +1,7 @@
 """`open_source(spec)`: one function from a source spec to a Source.
 
 Specs: `0` (camera index), `path/video.mp4`, `rtsp://…` / `http://…`, `screen`, `screen:x,y,w,h`,
-`ale:Pong`, `dir/of/images`, `synthetic:bounce`. Options follow a `?`, e.g.
+`ale:Pong`, `dir/of/images`, `session_dir` (a recorded session), `synthetic:bounce`. Options follow a `?`, e.g.
 `ale:Pong?seed=3&frameskip=4`, `synthetic:bounce?fps=60&frames=500`, `screen:0,0,800,600?monitor=1`.
 Options not in the spec come from the `source` config section.
 """
@@ -27,6 +27,7 @@ OPTIONS = {
     "synthetic": {"width", "height", "fps", "frames", "seed"},
     "images": {"fps"},
     "video": set(),
+    "session": {"stride"},
     "stream": set(),
 }
 
@@ -84,6 +85,8 @@ def parse_spec(spec: str) -> SourceSpec:
 
 def _path_spec(spec: str) -> SourceSpec:
     path = Path(spec)
+    if (path / "meta.yaml").is_file():
+        return SourceSpec("session", spec)
     if path.is_dir():
         return SourceSpec("images", spec)
     if path.exists():
@@ -119,6 +122,10 @@ def open_source(spec: str, cfg: SourceConfig | None = None) -> Source:
         from .video import Stream
 
         return Stream(s.target, cfg.read_timeout_s)
+    if s.kind == "session":
+        from ..session import SessionSource
+
+        return SessionSource(s.target, stride=int(o.get("stride", 1)))
     if s.kind == "images":
         from .images import ImageFolder
 

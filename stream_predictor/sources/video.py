@@ -12,12 +12,9 @@ from ..errors import ReadError, SourceError
 from .base import Frame, Source
 
 
-def _cv_read(cap: cv2.VideoCapture, out: np.ndarray | None) -> tuple[bool, np.ndarray | None]:
+def cv_read(cap: cv2.VideoCapture, out: np.ndarray | None) -> tuple[bool, np.ndarray | None]:
     """cap.read(), decoding straight into `out` when the frame has its shape (cv2 reuses a matching array)."""
-    if out is not None:
-        ok, image = cap.read(out)
-        return ok, image
-    return cap.read()
+    return cap.read(out) if out is not None else cap.read()
 
 
 class VideoFile(Source):
@@ -39,7 +36,7 @@ class VideoFile(Source):
         self.frame_count = n if n > 0 else None
 
     def read(self, out: np.ndarray | None = None) -> Frame | None:
-        ok, image = _cv_read(self._cap, out)
+        ok, image = cv_read(self._cap, out)
         if not ok:
             return None
         t = self._seq / self.fps if self.fps > 0 else None
@@ -63,7 +60,7 @@ class _LiveCapture(Source):
         raise NotImplementedError
 
     def read(self, out: np.ndarray | None = None) -> Frame | None:
-        ok, image = _cv_read(self._cap, out)
+        ok, image = cv_read(self._cap, out)
         if not ok or image is None:
             raise ReadError(f"{self.name}: read failed")
         return self._frame(image)

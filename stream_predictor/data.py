@@ -1,0 +1,210 @@
+"""Sessions → training batches.
+
+Each session is decoded once through the model's own preprocessing (`to_pixels`: crop, grayscale/RGB,
+resize, round) and cached as a uint8 (N, C, h, w) .npy memmap keyed by the session and the
+preprocessing settings, so later epochs and later runs read pixels straight from disk.
+
+Two ways to cut a session into training data, matching the two inference modes:
+- `WindowSampler` (windowed): random windows of T frames, each from zero state.
+- `LaneSampler` (stateful): B lanes walk through the concatenated sessions in consecutive chunks of
+  T frames; the caller carries the recurrent state from one chunk to the next (truncated BPTT).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import UserError
+from .model.preprocess import Preprocess
+from .session import Session, load_session
+
+log = logging.getLogger(__name__)
+
+
+def _cache_key(session: Session, pre: Preprocess) -> str:
+    stamp = {
+        "dir": str(session.dir.resolve()), "frames": session.frames,
+        "segments": [(s.name, s.stat().st_size, s.stat().st_mtime_ns) for s in session.segments],
+        "size": pre.size, "grayscale": pre.grayscale, "crop": pre.crop, "version": 1,
+    }
+    return hashlib.sha1(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_pixels(session: Session, pre: Preprocess, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
+    """The session's frames after `pre.to_pixels`, uint8 (N, C, h, w), decoding only on the first call."""
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{session.dir.name}-{_cache_key(session, pre)}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    tmp = path.with_name(path.name + ".tmp.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(session.frames, pre.channels, *pre.size))
+    i, batch = 0, []
+    bar = tqdm(total=session.frames, desc=f"decode {session.dir.name}", unit="f", disable=not progress, leave=False)
+
+    def flush() -> None:
+        nonlocal i, batch
+        if batch:
+            with torch.inference_mode():
+                px = pre.to_pixels(torch.from_numpy(np.stack(batch)))
+            out[i : i + len(batch)] = px.to(torch.uint8).numpy()
+            i += len(batch)
+            bar.update(len(batch))
+            batch = []
+
+    for seg in session.segments:
+        cap = cv2.VideoCapture(str(seg))
+        while i + len(batch) < session.frames:
+            ok, image = cap.read()
+            if not ok:
+                break
+            batch.append(image)
+            if len(batch) == 256:
+                flush()
+        cap.release()
+    flush()
+    bar.close()
+    if i != session.frames:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{session.dir}: decoded {i} frames but labels.csv has {session.frames}")
+    out.flush()
+    del out
+    tmp.replace(path)
+    return np.load(path, mmap_mode="r")
+
+
+@dataclass
+class Data:
+    """Sessions with their cached pixels and per-frame targets (labels shifted by the label delay, strided)."""
+
+    pixels: list[np.ndarray]  # each (N_i, C, h, w) uint8, possibly a strided view
+    targets: list[np.ndarray]  # each (N_i,) int64
+    names: list[str]
+    classes: list[str]
+
+    @property
+    def frames(self) -> int:
+        return sum(len(t) for t in self.targets)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(np.concatenate(self.targets), minlength=len(self.classes))
+
+
+def load_data(dirs: list[str | Path], pre: Preprocess, cache_dir: str | Path, label_delay: int = 0, stride: int = 1,
+              progress: bool = True) -> Data:
+    """Load sessions; frame i is paired with the label of frame i + label_delay; every stride-th frame is kept."""
+    sessions = [load_session(d) for d in dirs]
+    classes = sessions[0].classes if sessions else []
+    for s in sessions[1:]:
+        if s.classes != classes:
+            raise UserError(f"sessions disagree on classes: {sessions[0].dir} has {classes}, {s.dir} has {s.classes}")
+    pixels, targets = [], []
+    for s in sessions:
+        px = cached_pixels(s, pre, cache_dir, progress)
+        n = s.frames - label_delay
+        if n < 2:
+            raise UserError(f"{s.dir}: too few frames ({s.frames}) for label_delay {label_delay}")
+        pixels.append(px[:n:stride])
+        targets.append(s.labels[label_delay : label_delay + n : stride])
+    return Data(pixels, targets, [str(s.dir) for s in sessions], classes)
+
+
+def split_sessions(dirs: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Hold out whole sessions for validation (never frames of a training session)."""
+    if len(dirs) < 2 or val_fraction <= 0:
+        return list(dirs), []
+    order = np.random.default_rng(seed).permutation(len(dirs))
+    n_val = min(len(dirs) - 1, max(1, round(len(dirs) * val_fraction)))
+    return [dirs[i] for i in sorted(order[n_val:])], [dirs[i] for i in sorted(order[:n_val])]
+
+
+class WindowSampler:
+    """Windows of T frames, each inside one session, as (B, T, C, h, w) uint8 and (B, T) targets.
+
+    Each epoch draws a fresh permutation of all window starts (seeded by the epoch) and gives rank r
+    of `world` every world-th of them: a distributed sampler, so ranks never share a window.
+    """
+
+    def __init__(self, data: Data, seq_len: int, batch_size: int, per_epoch: int = 0, seed: int = 0, rank: int = 0,
+                 world: int = 1) -> None:
+        self.data, self.T, self.B = data, seq_len, batch_size
+        self.starts = np.array([(i, s) for i, t in enumerate(data.targets) for s in range(0, max(1, len(t) - seq_len + 1))])
+        if len(self.starts) == 0:
+            raise UserError("no training windows: sessions are shorter than train.seq_len")
+        self.per_epoch = per_epoch or max(batch_size * world, data.frames // seq_len)
+        self.seed, self.rank, self.world = seed, rank, world
+
+    def __len__(self) -> int:
+        return max(1, self.per_epoch // (self.B * self.world))
+
+    def batches(self, epoch: int = 0):
+        rng = np.random.default_rng(self.seed + epoch)
+        picks = rng.choice(len(self.starts), size=len(self) * self.B * self.world, replace=len(self.starts) < len(self) * self.B * self.world)
+        mine = picks[self.rank :: self.world]
+        for b in range(len(self)):
+            xs, ys = [], []
+            for i, s in self.starts[mine[b * self.B : (b + 1) * self.B]]:
+                xs.append(np.asarray(self.data.pixels[i][s : s + self.T]))
+                ys.append(self.data.targets[i][s : s + self.T])
+            yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+class LaneSampler:
+    """B lanes over the concatenated sessions, each walking consecutive chunks of T frames.
+
+    `chunks()` yields (pixels (B, T, C, h, w) uint8, targets (B, T), first (B, T) bool, weight (B, T) float):
+    `first` marks session starts (the state resets there), `weight` is 0 on the burn-in frames of a
+    lane that starts mid-session (its state is not yet warm) and on padding past the end.
+    """
+
+    def __init__(self, data: Data, seq_len: int, lanes: int, burn_in: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        if seq_len < 1 or lanes < 1:
+            raise UserError("train.seq_len and train.batch_size must be at least 1")
+        self.data, self.T, self.burn_in = data, seq_len, burn_in
+        self.pixels = data.pixels
+        lengths = [len(t) for t in data.targets]
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        total = int(self.offsets[-1])
+        self.first = np.zeros(total, bool)
+        self.first[self.offsets[:-1]] = True
+        self.targets = np.concatenate(data.targets)
+        n_lanes = lanes * world
+        self.lane_len = max(seq_len, total // n_lanes)
+        starts = np.arange(n_lanes) * self.lane_len
+        self.starts = starts[rank::world][:lanes]
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return -(-self.lane_len // self.T)
+
+    def _frames(self, idx: np.ndarray) -> np.ndarray:
+        sess = np.searchsorted(self.offsets, idx, side="right") - 1
+        return np.stack([np.asarray(self.pixels[s][i - self.offsets[s]]) for s, i in zip(sess, idx)])
+
+    def chunks(self, epoch: int = 0):
+        total = len(self.targets)
+        # Shift the lane boundaries each epoch so that burn-in frames are not always the same ones.
+        shift = int(np.random.default_rng(self.seed + epoch).integers(0, self.lane_len))
+        lane0 = (self.starts + shift) % total
+        for c in range(0, self.lane_len, self.T):
+            idx = (self.starts[:, None] + shift + c + np.arange(self.T)[None]) % total  # (B, T)
+            valid = (c + np.arange(self.T))[None].repeat(len(self.starts), 0) < self.lane_len
+            first = self.first[idx].copy()
+            first[:, 0] |= c == 0  # a lane's first chunk starts from zero state
+            since_start = c + np.arange(self.T)[None]
+            # Frames count once the state is trustworthy: the lane began at a session start, or it has
+            # run `burn_in` frames, or a session started inside the lane since.
+            warm = self.first[lane0][:, None] | (since_start >= self.burn_in) | np.maximum.accumulate(self.first[idx], axis=1)
+            weight = valid & warm
+            pixels = self._frames(idx.reshape(-1)).reshape(*idx.shape, *self.pixels[0].shape[1:])
+            yield (torch.from_numpy(pixels), torch.from_numpy(self.targets[idx]), torch.from_numpy(first),
+                   torch.from_numpy(weight.astype(np.float32)))

@@ -1,0 +1,64 @@
+"""Evaluate weights on held-out sessions through the real streaming path, and offline.
+
+Each session is replayed through the Predictor in lockstep (capture thread → ring → inference
+thread), in the mode the weights were trained for. The offline computation of the same decisions
+(`offline.offline_logits`) is reported beside it; for the trained mode the two must agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .data import cached_pixels
+from .metrics import confusion, plot_confusion, scores
+from .model import StreamModel
+from .offline import offline_logits
+from .predictor import Predictor
+from .session import SessionSource, load_session
+
+
+def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path | None = None, progress: bool = False) -> dict:
+    trained = model.trained
+    mode = trained.get("mode", "stateful") if cfg.predict.mode == "auto" else cfg.predict.mode
+    window = cfg.predict.window or trained.get("seq_len", 16)
+    delay, stride = int(trained.get("label_delay", 0)), int(trained.get("stride", 1))
+    k = len(model.classes)
+    cm_stream, cm_offline = np.zeros((k, k), np.int64), np.zeros((k, k), np.int64)
+    per_session, agree, total = [], 0, 0
+    for d in dirs:
+        session = load_session(d)
+        if session.classes != model.classes:
+            from .errors import UserError
+
+            raise UserError(f"{d} has classes {session.classes}; the model has {model.classes}")
+        n = session.frames - delay
+        targets = session.labels[delay : delay + n][::stride]
+        # Streaming: the real threads, one tick per (strided) frame.
+        source = SessionSource(d, stride=stride, frames=n)
+        with Predictor(model, source, mode=mode, replay="lockstep", window=window, ring_size=cfg.source.ring_size,
+                       threads=cfg.predict.threads) as p:
+            stream_pred = np.array([t.class_id for t in p], np.int64)
+        # Offline: the same decisions computed in batches.
+        pixels = cached_pixels(session, model.preproc, cfg.train.cache_dir, progress)[:n:stride]
+        offline_pred = offline_logits(model, pixels, mode, window).argmax(-1).cpu().numpy()
+        if len(stream_pred) != len(targets):
+            from .errors import UserError
+
+            raise UserError(f"{d}: the Predictor gave {len(stream_pred)} ticks for {len(targets)} frames")
+        c = confusion(targets, stream_pred, k)
+        cm_stream += c
+        cm_offline += confusion(targets, offline_pred, k)
+        agree += int((stream_pred == offline_pred).sum())
+        total += len(targets)
+        per_session.append({"session": str(d), "frames": len(targets), "accuracy": scores(c, model.classes)["accuracy"]})
+    result = scores(cm_stream, model.classes)
+    result.update(mode=mode, window=window if mode == "windowed" else None, frames=total,
+                  offline_accuracy=scores(cm_offline, model.classes)["accuracy"],
+                  stream_offline_agreement=agree / max(total, 1), sessions=per_session)
+    if png:
+        plot_confusion(cm_stream, model.classes, png, title=f"eval ({mode}, streaming)")
+        result["confusion_png"] = str(png)
+    return result

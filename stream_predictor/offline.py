@@ -1,0 +1,36 @@
+"""What the Predictor would decide on every frame of a clip, computed offline in batches.
+
+`stateful`: the LSTM over the whole clip from zero state. `windowed`: for frame i, the LSTM from
+zero state over frames max(0, i-N+1)..i (the Predictor's warm-up included). Every frame is encoded
+once. Used by validation during training and by `eval`, which checks it against the real Predictor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model import StreamModel
+
+
+@torch.inference_mode()
+def encode_pixels(model: StreamModel, pixels: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """uint8 (N, C, h, w) → features (N, D), on the model's device."""
+    device = model.head.weight.device
+    feats = [model.encode(model.preproc.normalize(torch.from_numpy(np.array(pixels[i : i + batch])).to(device)))
+             for i in range(0, len(pixels), batch)]
+    return torch.cat(feats)
+
+
+@torch.inference_mode()
+def offline_logits(model: StreamModel, pixels: np.ndarray, mode: str, window: int, batch: int = 256) -> torch.Tensor:
+    """(N, K) logits for every frame of one session."""
+    feats = encode_pixels(model, pixels, batch)  # (N, D)
+    if mode == "stateful":
+        return model.temporal(feats[None])[0][0]
+    n = len(feats)
+    out = [model.window(feats[None, : i + 1]) for i in range(min(window - 1, n))]  # warm-up: fewer than N frames
+    if n >= window:
+        wins = feats.unfold(0, window, 1).permute(0, 2, 1)  # (n - N + 1, N, D)
+        out += [model.window(wins[i : i + batch]) for i in range(0, len(wins), batch)]
+    return torch.cat(out)

@@ -1,0 +1,173 @@
+"""Record sessions: source → capture thread → labeller → SessionWriter. And import a labelled video.
+
+The recorder is the ring's reader, like the Predictor. With a game's expert it plays the game too:
+the game then waits for each decision (`sync`), so the expert reads the RAM of the frame it labels.
+With `policy` weights, a model plays instead while the expert labels what it sees (DAgger).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+
+from .capture import CaptureThread
+from .config import Config
+from .errors import UserError
+from .labellers import make_labeller
+from .session import SessionWriter
+from .sources import open_source, parse_spec
+
+
+class StatusLine:
+    """One status line on stderr, rewritten in place on a terminal, printed every few seconds otherwise."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.tty = sys.stderr.isatty()
+        self.every = every_s if self.tty else 5.0
+        self._last = 0.0
+
+    def show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.every:
+            self._last = now
+            print(("\r" + text.ljust(100)) if self.tty else text, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict:
+    """Record until the source ends, a limit is reached or Ctrl-C; returns a summary. Nothing finished is lost."""
+    rc = cfg.record
+    kind = parse_spec(spec).kind
+    policy = None
+    if rc.policy:
+        from .model import load_model
+
+        policy = load_model(rc.policy)
+    source_spec = spec
+    if kind == "ale" and "sync=" not in spec:
+        source_spec += ("&" if "?" in spec else "?") + "sync=true"  # the game waits for each decision
+    source = open_source(source_spec, cfg.source)
+    try:
+        labeller = make_labeller(rc.labeller, source, rc.keys, rc.pause_key, expert_acts=policy is None)
+    except BaseException:
+        source.close()
+        raise
+    actor = _PolicyActor(policy, source, labeller.classes) if policy is not None else None
+    counts: Counter[str] = Counter()
+    line = StatusLine()
+    t0 = time.monotonic()
+    recorded = skipped = 0
+    try:
+        with SessionWriter(out, labeller.classes, source.fps, spec, rc.segment_frames, rc.codec,
+                           extra={"labeller": type(labeller).__name__, "policy": rc.policy or None}) as writer, \
+                CaptureThread(source, cfg.source.ring_size, cfg.replay) as cap:
+            last = -1
+            while True:
+                if (rc.max_frames and recorded >= rc.max_frames) or (rc.seconds and time.monotonic() - t0 >= rc.seconds):
+                    break
+                frame = cap.ring.wait_newer(last, 0.5)
+                if frame is None:
+                    if cap.ring.error is not None:
+                        raise cap.ring.error
+                    if cap.ring.closed:
+                        break
+                    continue
+                last, skipped = frame.seq, skipped + frame.skipped
+                label = labeller.label(frame)
+                if actor is not None:
+                    actor.act(frame)
+                if not labeller.paused:
+                    writer.add(frame.image, label)
+                    counts[label] += 1
+                    recorded += 1
+                if status:
+                    elapsed = time.monotonic() - t0
+                    line.show(f"{'PAUSED ' if labeller.paused else ''}recording {recorded} frames, "
+                              f"{recorded / max(elapsed, 1e-9):.1f} fps, " + " ".join(f"{c}={counts[c]}" for c in labeller.classes))
+    finally:
+        labeller.close()
+        if status:
+            line.show(f"recorded {recorded} frames: " + " ".join(f"{c}={counts[c]}" for c in labeller.classes), force=True)
+            line.done()
+    summary = {"out": str(out), "frames": writer.frames, "seconds": round(time.monotonic() - t0, 2),
+               "classes": {c: counts[c] for c in labeller.classes}, "skipped": skipped}
+    if hasattr(source, "episode_returns"):
+        summary["episode_returns"] = list(source.episode_returns)
+    return summary
+
+
+class _PolicyActor:
+    """A trained model that plays (stateful, one step per frame) while the expert only labels."""
+
+    def __init__(self, model, source, classes: list[str]) -> None:
+        import torch
+
+        if model.classes != classes:
+            raise UserError(f"policy classes {model.classes} differ from the labeller's {classes}")
+        self.torch, self.model, self.source = torch, model, source
+        self.actions = source_actions(source)
+        self.state = model.init_state(1)
+
+    def act(self, frame) -> None:
+        torch = self.torch
+        with torch.inference_mode():
+            if frame.first:
+                self.state = self.model.init_state(1)
+            logits, self.state = self.model.step(self.model.preprocess(frame.image)[None], self.state)
+        self.source.act(self.actions[self.model.classes[int(logits.argmax())]])
+
+
+def source_actions(source) -> dict[str, int]:
+    """Class name → game action for an ale: source, from its expert's mapping."""
+    from . import games  # noqa: F401 - registers the experts
+    from .labellers import EXPERTS
+
+    return EXPERTS[source.name.removeprefix("ale:")][1]
+
+
+def import_video(video: str | Path, labels: str | Path, out: str | Path, classes: list[str], segment_frames: int = 300,
+                 codec: str = "MJPG") -> dict:
+    """A user's own video + labels CSV (frame,label) → a session directory."""
+    cap = cv2.VideoCapture(str(video))
+    if not Path(video).is_file() or not cap.isOpened():
+        raise UserError(f"cannot read video {video}")
+    labels_path = Path(labels)
+    if not labels_path.is_file():
+        raise UserError(f"no such labels file: {labels}")
+    with open(labels_path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0] != ["frame", "label"]:
+        raise UserError(f"{labels}: the first row must be 'frame,label'")
+    by_frame: dict[int, str] = {}
+    for row_no, row in enumerate(rows[1:], start=2):
+        if len(row) != 2 or not row[0].strip().isdigit():
+            raise UserError(f"{labels}, row {row_no}: expected 'frame,label', got {row}")
+        if row[1] not in classes:
+            raise UserError(f"{labels}, row {row_no}: unknown label {row[1]!r}; classes are {classes} (set model.classes)")
+        by_frame[int(row[0])] = row[1]
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    if sorted(by_frame) != list(range(len(by_frame))):
+        raise UserError(f"{labels}: frames must be numbered 0..N-1 with one row each")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    with SessionWriter(out, classes, fps, str(video), segment_frames, codec, extra={"labeller": "import"}) as writer:
+        i = 0
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            if i >= len(by_frame):
+                raise UserError(f"{video} has more frames than {labels} has labels ({len(by_frame)})")
+            writer.add(image, by_frame[i])
+            i += 1
+    cap.release()
+    if i != len(by_frame):
+        raise UserError(f"{labels} has {len(by_frame)} labels but {video} has {i} frames (header said {n})")
+    return {"out": str(out), "frames": writer.frames}

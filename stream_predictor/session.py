@@ -1,0 +1,212 @@
+"""Recorded sessions: video segments + one label per frame + meta.yaml.
+
+```
+session_dir/
+  meta.yaml     source, fps, width, height, classes (ordered), created, frames, segment_frames
+  labels.csv    frame,label          one row per frame; label is a class name from meta.yaml
+  video/        000000.avi, 000001.avi, …   each a few seconds, each readable on its own
+```
+
+Crash safety: a segment is written as `NNNNNN.tmp.avi` and renamed when it is complete; only
+then are its labels appended to labels.csv (flushed and fsynced) and meta.yaml rewritten (atomically).
+A killed recorder therefore loses at most the segment being written, and everything before it loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from .errors import UserError
+from .sources.base import Frame, Source
+from .sources.video import cv_read
+
+SEGMENT_GLOB = "[0-9]*.avi"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class SessionWriter:
+    """Append labelled frames (BGR uint8 (H, W, 3)) to a new session directory."""
+
+    def __init__(self, out: str | Path, classes: list[str], fps: float, source: str, segment_frames: int = 300,
+                 codec: str = "MJPG", extra: dict | None = None) -> None:
+        self.dir = Path(out)
+        if (self.dir / "meta.yaml").exists() or (self.dir / "labels.csv").exists():
+            raise UserError(f"{self.dir} already holds a session; choose a new --out")
+        (self.dir / "video").mkdir(parents=True, exist_ok=True)
+        self.classes, self.fps, self.segment_frames, self.codec = list(classes), fps or 30.0, segment_frames, codec
+        self.meta = {"source": source, "fps": float(self.fps), "width": None, "height": None, "classes": self.classes,
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "frames": 0, "segment_frames": segment_frames, **(extra or {})}
+        self.frames = 0  # frames in finished segments
+        self._segment = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._pending: list[str] = []  # labels of the segment being written
+        self._labels = open(self.dir / "labels.csv", "w", newline="")  # noqa: SIM115 - closed in close()
+        self._labels.write("frame,label\n")
+        self._flush_meta()
+
+    def _seg_path(self, tmp: bool) -> Path:
+        return self.dir / "video" / f"{self._segment:06d}{'.tmp' if tmp else ''}.avi"
+
+    def add(self, image: np.ndarray, label: str) -> None:
+        if label not in self.classes:
+            raise ValueError(f"label {label!r} is not one of {self.classes}")
+        h, w = image.shape[:2]
+        if self._writer is None:
+            if self.meta["width"] is None:
+                self.meta.update(width=w, height=h)
+            elif (w, h) != (self.meta["width"], self.meta["height"]):
+                raise UserError(f"frame size changed from {self.meta['width']}x{self.meta['height']} to {w}x{h} during recording")
+            self._writer = cv2.VideoWriter(str(self._seg_path(True)), cv2.VideoWriter_fourcc(*self.codec), self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise UserError(f"cannot write video with codec {self.codec!r} to {self._seg_path(True)}")
+        self._writer.write(image)
+        self._pending.append(label)
+        if len(self._pending) >= self.segment_frames:
+            self._finish_segment()
+
+    def _finish_segment(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        self._seg_path(True).replace(self._seg_path(False))
+        for i, label in enumerate(self._pending):
+            self._labels.write(f"{self.frames + i},{label}\n")
+        self._labels.flush()
+        os.fsync(self._labels.fileno())
+        self.frames += len(self._pending)
+        self._pending = []
+        self._segment += 1
+        self._flush_meta()
+
+    def _flush_meta(self) -> None:
+        self.meta["frames"] = self.frames
+        _write_atomic(self.dir / "meta.yaml", yaml.safe_dump(self.meta, sort_keys=False))
+
+    def close(self) -> None:
+        """Finish the open segment. Idempotent."""
+        if self._labels.closed:
+            return
+        self._finish_segment()
+        self._labels.close()
+
+    def __enter__(self) -> SessionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class Session:
+    dir: Path
+    meta: dict
+    classes: list[str]
+    labels: np.ndarray  # (N,) int64 class index per frame
+    segments: list[Path]  # video files, in order
+    fps: float
+
+    @property
+    def frames(self) -> int:
+        return len(self.labels)
+
+
+def is_session(path: str | Path) -> bool:
+    return (Path(path) / "meta.yaml").is_file()
+
+
+def load_session(path: str | Path) -> Session:
+    """Read and check a session directory. Any problem is a UserError naming the file and row."""
+    d = Path(path)
+    if not d.is_dir():
+        raise UserError(f"no such session directory: {d}")
+    if not is_session(d):
+        raise UserError(f"{d} is not a session: meta.yaml is missing")
+    try:
+        meta = yaml.safe_load((d / "meta.yaml").read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{d / 'meta.yaml'}: not valid YAML ({str(e).splitlines()[0]})") from None
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"{d / 'meta.yaml'}: 'classes' must be a list of at least two class names")
+    index = {c: i for i, c in enumerate(classes)}
+    labels_file = d / "labels.csv"
+    if not labels_file.is_file():
+        raise UserError(f"{d} is not a session: labels.csv is missing")
+    labels = []
+    with open(labels_file, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != ["frame", "label"]:
+            raise UserError(f"{labels_file}: the first row must be 'frame,label', got {header}")
+        for row_no, row in enumerate(reader, start=2):
+            if len(row) != 2:
+                raise UserError(f"{labels_file}, row {row_no}: expected 'frame,label', got {row}")
+            frame, label = row
+            if not frame.strip().isdigit() or int(frame) != len(labels):
+                raise UserError(f"{labels_file}, row {row_no}: frame {frame!r} should be {len(labels)} (one row per frame, in order)")
+            if label not in index:
+                raise UserError(f"{labels_file}, row {row_no}: unknown label {label!r}; classes are {classes}")
+            labels.append(index[label])
+    segments = sorted((d / "video").glob(SEGMENT_GLOB)) if (d / "video").is_dir() else []
+    segments = [s for s in segments if ".tmp" not in s.name]
+    if not segments:
+        raise UserError(f"{d}: no video segments in {d / 'video'}")
+    video_frames = sum(int(cv2.VideoCapture(str(s)).get(cv2.CAP_PROP_FRAME_COUNT)) for s in segments)
+    if video_frames < len(labels):
+        raise UserError(f"{d}: labels.csv has {len(labels)} rows but the video has only {video_frames} frames")
+    # More frames than labels: a segment finished just before a crash, its labels not yet written. Use the labelled part.
+    return Session(d, meta, classes, np.asarray(labels, np.int64), segments, float(meta.get("fps") or 30.0))
+
+
+class SessionSource(Source):
+    """A session's segments played back in order as one finite source (`predict --source session_dir`)."""
+
+    def __init__(self, path: str | Path, stride: int = 1, frames: int | None = None) -> None:
+        super().__init__()
+        self.session = load_session(path)
+        self.name = str(path)
+        self.stride = stride
+        self.fps = self.session.fps / stride
+        self._last = self.session.frames if frames is None else min(frames, self.session.frames)  # frames of the session used
+        self.frame_count = -(-self._last // stride)
+        self._segments = list(self.session.segments)
+        self._cap: cv2.VideoCapture | None = None
+        self._index = 0  # index of the next session frame to decode
+
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
+        while self._index < self._last:
+            if self._cap is None:
+                if not self._segments:
+                    break
+                self._cap = cv2.VideoCapture(str(self._segments.pop(0)))
+            keep = self._index % self.stride == 0
+            ok, image = cv_read(self._cap, out) if keep else (self._cap.grab(), None)
+            if not ok:
+                self._cap.release()
+                self._cap = None
+                continue
+            self._index += 1
+            if keep:
+                return self._frame(image, (self._index - 1) / self.session.fps)
+        return None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
