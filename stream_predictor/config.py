@@ -67,7 +67,7 @@ class PredictConfig:
 
 @dataclass
 class RecordConfig:
-    labeller: Literal["auto", "keyboard", "expert", "oracle", "none"] = "auto"  # auto: expert for ale:, oracle for synthetic:, else keyboard
+    labeller: Literal["auto", "keyboard", "expert", "oracle"] = "auto"  # auto: expert for ale:, oracle for synthetic:, else keyboard
     keys: Literal["lsr3", "wasd9"] = "lsr3"  # key preset: left/straight/right (arrows or A/D), or the 9 WASD combinations
     pause_key: str = "f8"  # toggles pause/resume while recording from the keyboard
     segment_frames: int = 300  # frames per video segment: a crash loses at most the segment being written

@@ -77,7 +77,6 @@ def cached_pixels(session: Session, pre: Preprocess, cache_dir: str | Path, prog
         tmp.unlink(missing_ok=True)
         raise UserError(f"{session.dir}: decoded {i} frames but labels.csv has {session.frames}")
     out.flush()
-    del out
     tmp.replace(path)
     return np.load(path, mmap_mode="r")
 
@@ -148,7 +147,8 @@ class WindowSampler:
 
     def batches(self, epoch: int = 0):
         rng = np.random.default_rng(self.seed + epoch)
-        picks = rng.choice(len(self.starts), size=len(self) * self.B * self.world, replace=len(self.starts) < len(self) * self.B * self.world)
+        n = len(self) * self.B * self.world
+        picks = rng.choice(len(self.starts), size=n, replace=len(self.starts) < n)
         mine = picks[self.rank :: self.world]
         for b in range(len(self)):
             xs, ys = [], []

@@ -140,6 +140,4 @@ def make_labeller(kind: str, source: Source, keys: str = "lsr3", pause_key: str 
         if not hasattr(source, "label_of"):
             raise UserError(f"the oracle labeller needs a synthetic: source, not {source.name}")
         return OracleLabeller(source)
-    if kind == "keyboard":
-        return KeyboardLabeller(keys, pause_key)
-    raise UserError(f"record.labeller '{kind}' cannot label frames; use keyboard, expert or oracle")
+    return KeyboardLabeller(keys, pause_key)
