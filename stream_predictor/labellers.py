@@ -75,6 +75,7 @@ class KeyboardLabeller:
 
     def close(self) -> None:
         self._listener.stop()
+        self._listener.join(0.2)  # pynput's X listener may linger; it is a daemon thread
 
 
 class OracleLabeller:
