@@ -4,8 +4,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import decode_all
-from test_cli import cli
 
 from stream_predictor import Predictor
 from stream_predictor.config import ModelConfig
@@ -13,6 +11,9 @@ from stream_predictor.model import build_model, save_model
 from stream_predictor.predictor import FeatureRing
 from stream_predictor.sinks import CallbackSink, JsonlSink
 from stream_predictor.smoothing import ema, hysteresis
+
+from conftest import decode_all
+from test_cli import cli
 
 
 def model_for_video(seed: int = 0, frames: np.ndarray | None = None):

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, decode_all, write_video
 from stream_predictor.config import load_config
 from stream_predictor.errors import UserError
 from stream_predictor.labellers import label_from_keys
@@ -18,6 +17,8 @@ from stream_predictor.record import import_video, record
 from stream_predictor.session import SessionWriter, load_session
 from stream_predictor.sources import open_source
 from stream_predictor.sources.synthetic import Synthetic
+
+from conftest import ROOT, decode_all, write_video
 
 
 def test_record_synthetic_with_oracle_labels(tmp_path):

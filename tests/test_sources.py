@@ -7,12 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import decode_all, write_video
 
 from stream_predictor.capture import CaptureThread
 from stream_predictor.errors import ReadError, SourceError, UserError
 from stream_predictor.sources import open_source, parse_spec
 from stream_predictor.sources.base import Frame, Source
+
+from conftest import decode_all, write_video
 
 
 def drain(cap: CaptureThread, delay: float = 0.0, timeout: float = 5.0) -> list:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
 from stream_predictor.config import load_config
 from stream_predictor.data import LaneSampler, load_data
 from stream_predictor.evaluate import evaluate
@@ -17,6 +16,8 @@ from stream_predictor.model import load_model
 from stream_predictor.model.preprocess import Preprocess
 from stream_predictor.record import record
 from stream_predictor.train import train
+
+from conftest import ROOT
 
 TINY = ["model.input_size=[48,64]", "model.hidden=64", "model.feature_dim=128", "train.lr=1e-3", "train.threads=2",
         "train.epochs=1000", "train.windows_per_epoch=1600"]
