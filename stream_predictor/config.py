@@ -31,6 +31,7 @@ class SourceConfig:
     frameskip: int = 4  # ale: emulator frames per agent step
     sticky: float = 0.25  # ale: probability that the previous action repeats
     max_episode_steps: int = 16000  # ale: agent steps per episode (the Pong ROM freezes at 16,303)
+    flicker: float = 0.0  # ale: probability that a frame is shown blank (Flickering Pong uses 0.5)
     read_timeout_s: float = 5.0  # live sources: a read that takes longer counts as a failure
     reconnect_max: int = 10  # live sources: reconnect attempts before giving up (0: never reconnect)
     reconnect_backoff_s: float = 0.5  # live sources: first reconnect delay, doubled on each failure
@@ -104,6 +105,14 @@ class TrainConfig:
 
 
 @dataclass
+class PlayConfig:
+    weights: str = "weights/pong.safetensors"  # the agent's weights
+    episodes: int = 1  # episodes to play
+    seed: int = 1000  # first episode's seed (training data uses seeds below 1000)
+    mode: Literal["fast", "realtime"] = "fast"  # fast: the game waits for each decision (deterministic); realtime: native pace
+
+
+@dataclass
 class Config:
     replay: Literal["lockstep", "realtime"] = "lockstep"  # finite/generated sources: every frame in order, or paced with drops
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -111,6 +120,7 @@ class Config:
     predict: PredictConfig = field(default_factory=PredictConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    play: PlayConfig = field(default_factory=PlayConfig)
 
 
 def _all_keys(cls: type, prefix: str = "") -> list[str]:

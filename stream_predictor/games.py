@@ -22,7 +22,9 @@ PONG_ACTIONS = {"up": 2, "stay": 0, "down": 3}
 PADDLE_X = 188  # ball x (RAM) at the player's paddle
 BALL_TOP, BALL_BOTTOM = 46, 206  # ball y (RAM) range between the walls
 CENTRE_OFFSET = 6  # ball_y - paddle_y when the ball meets the paddle's centre
-COAST = 14  # how far a moving paddle still travels after its key is released
+COAST = 16  # how far a moving paddle still travels after its key is released
+RESIDUAL = 3  # … and once released, this much more
+AWAY = 0.25  # while the ball goes away, weight of its height against the middle
 DEAD_ZONE = 8  # one press moves the paddle ~22 from rest: smaller errors are left alone
 
 
@@ -48,14 +50,15 @@ def pong_expert(ram: np.ndarray, memory: dict) -> str:
     elif vx > 0:
         target = _reflect(by + vy * (PADDLE_X - bx) / vx)  # where it will cross our column
     else:
-        target = (by + (BALL_TOP + BALL_BOTTOM) / 2) / 2  # going away: drift towards it, stay central
-    stop = py + (COAST * np.sign(pv) if abs(pv) >= 4 else 0)  # where the paddle comes to rest if released now
+        target = AWAY * by + (1 - AWAY) * (BALL_TOP + BALL_BOTTOM) / 2  # going away: partly follow it, stay central
+    # Where the paddle comes to rest if no key is pressed from now on: a key pressed last step still
+    # carries it about COAST further; once released, only the last few units remain.
+    pressed = memory.get("last") in ("up", "down") and abs(pv) >= 4
+    stop = py + np.sign(pv) * (COAST if pressed else (RESIDUAL if abs(pv) >= 4 else 0))
     error = (target - CENTRE_OFFSET) - stop
-    if error > DEAD_ZONE:
-        return "down"
-    if error < -DEAD_ZONE:
-        return "up"
-    return "stay"
+    action = "down" if error > DEAD_ZONE else "up" if error < -DEAD_ZONE else "stay"
+    memory["last"] = action
+    return action
 
 
 EXPERTS["Pong"] = (PONG_CLASSES, PONG_ACTIONS, pong_expert)

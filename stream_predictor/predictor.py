@@ -167,6 +167,10 @@ class Predictor:
         self.sinks = []
         self._t_end = self._t_end or time.monotonic()
 
+    def stop(self) -> None:
+        """Ask the inference loop to finish after the current tick (safe from a sink, i.e. from inside the loop)."""
+        self._stop.set()
+
     def start(self) -> Predictor:
         """Run the inference loop on its own thread; `join()` waits and re-raises its error."""
         self.__enter__()

@@ -23,6 +23,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "import": ("import_cmd", "turn a video and a labels CSV into a session"),
     "train": ("train_cmd", "train on sessions, with progress bar, metrics and plots"),
     "eval": ("eval_cmd", "accuracy, macro-F1 and confusion matrix on sessions, through the real Predictor"),
+    "play": ("play_cmd", "the agent plays a game (ale:Pong) through the real threads; scores as JSON"),
     "bench": ("bench_cmd", "per-tick time incremental vs recompute, capture rate, latency"),
 }
 DEFAULT_COMMAND = "predict"

@@ -23,7 +23,7 @@ SCHEMES = ("screen", "ale", "synthetic", *STREAM_SCHEMES)
 OPTIONS = {
     "camera": {"width", "height", "fps"},
     "screen": {"monitor", "fps"},
-    "ale": {"seed", "frameskip", "sticky", "max_episode_steps", "sync"},
+    "ale": {"seed", "frameskip", "sticky", "max_episode_steps", "sync", "flicker"},
     "synthetic": {"width", "height", "fps", "frames", "seed"},
     "images": {"fps"},
     "video": set(),
@@ -141,7 +141,7 @@ def open_source(spec: str, cfg: SourceConfig | None = None) -> Source:
             raise SourceError(f"name a game after 'ale:', e.g. ale:Pong (got '{spec}')")
         return AleGame(s.target, seed=o.get("seed", cfg.seed), frameskip=o.get("frameskip", cfg.frameskip),
                        sticky=o.get("sticky", cfg.sticky), max_episode_steps=o.get("max_episode_steps", cfg.max_episode_steps),
-                       sync=bool(o.get("sync", False)))
+                       sync=bool(o.get("sync", False)), flicker=float(o.get("flicker", cfg.flicker)))
     from .synthetic import Synthetic
 
     return Synthetic(s.target or "bounce", width=o.get("width", cfg.width or 160), height=o.get("height", cfg.height or 120),

@@ -20,7 +20,7 @@ ATARI_FPS = 60.0
 
 class AleGame(Source):
     def __init__(self, game: str, seed: int = 0, frameskip: int = 4, sticky: float = 0.25,
-                 max_episode_steps: int = 16000, sync: bool = False) -> None:
+                 max_episode_steps: int = 16000, sync: bool = False, flicker: float = 0.0) -> None:
         super().__init__()
         try:
             import ale_py
@@ -36,7 +36,8 @@ class AleGame(Source):
             raise SourceError(f"unknown game '{game}' ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         self.name = f"ale:{game}"
         self.fps = ATARI_FPS / frameskip
-        self.seed, self.sync = seed, sync
+        self.seed, self.sync, self.flicker = seed, sync, flicker
+        self._flicker_rng = np.random.default_rng((seed, 0xF11C))  # blanking is seeded too: runs repeat exactly
         self.n_actions = int(self.env.action_space.n)
         self.action_meanings = self.env.unwrapped.get_action_meanings()
         self.episode_returns: list[float] = []  # one per finished episode
@@ -87,7 +88,10 @@ class AleGame(Source):
         with self._cond:
             self._acted = False  # in sync mode, the next step waits for a decision on this frame
         self._obs = obs
-        image = np.ascontiguousarray(obs[:, :, ::-1])  # RGB -> BGR
+        if self.flicker and self._flicker_rng.random() < self.flicker:
+            image = np.zeros_like(obs)  # Flickering Pong: the frame is blanked, the game goes on
+        else:
+            image = np.ascontiguousarray(obs[:, :, ::-1])  # RGB -> BGR
         return self._frame(image, t_source=self.episode_steps / self.fps, first=first)
 
     def interrupt(self) -> None:

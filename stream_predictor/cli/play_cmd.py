@@ -1,0 +1,38 @@
+"""`play --source ale:Pong --episodes K --seed S [--json]`: the agent plays through the real threads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import Config
+from ..model import load_model
+from ..play import play, play_expert
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", help="game source (default: source.spec), e.g. ale:Pong or ale:Pong?flicker=0.5")
+    p.add_argument("--weights", help="agent weights (default: play.weights)")
+    p.add_argument("--episodes", type=int, help="episodes to play (default: play.episodes)")
+    p.add_argument("--seed", type=int, help="seed of the first episode (default: play.seed)")
+    p.add_argument("--mode", choices=["fast", "realtime"], help="fast: the game waits for each decision; realtime: native pace")
+    p.add_argument("--expert", action="store_true", help="let the RAM expert play instead (the reference score)")
+    p.add_argument("--json", action="store_true", help="last stdout line is the result as JSON")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    pc = cfg.play
+    if args.expert:
+        result = play_expert(cfg, args.source or cfg.source.spec, args.episodes or pc.episodes, pc.seed if args.seed is None else args.seed)
+        print(json.dumps(result) if args.json else f"{result['game']} expert: scores {result['scores']}, mean {result['mean_score']}")
+        return 0
+    model = load_model(args.weights or pc.weights, cfg.predict.device)
+    result = play(model, cfg, args.source or cfg.source.spec, args.episodes or pc.episodes,
+                  pc.seed if args.seed is None else args.seed, args.mode or pc.mode, cfg.predict.print_every)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['game']}: scores {result['scores']}, mean {result['mean_score']}, decision latency "
+              f"p50 {result['latency_ms_p50']} ms / p99 {result['latency_ms_p99']} ms, {result['skipped']} frames skipped, "
+              f"{result['ticks']} ticks ({result['mode']} mode, {result['predict_mode']} model)")
+    return 0

@@ -1,0 +1,93 @@
+"""The closed loop on a real game: Pong through the capture thread, the ring, the Predictor and an action sink."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from stream_predictor.config import ModelConfig, load_config
+from stream_predictor.model import build_model, save_model
+from stream_predictor.play import ActionSink, play, play_expert
+from stream_predictor.predictor import Predictor
+from stream_predictor.sources import open_source
+
+from conftest import ROOT
+
+PONG = dict(classes=["up", "stay", "down"], crop=[0, 34, 160, 160], hidden=32, feature_dim=64)
+
+
+def biased_model(cls: str):
+    """A model that always answers `cls` (its head bias dominates)."""
+    model = build_model(ModelConfig(**PONG))
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-10)
+        model.head.bias[PONG["classes"].index(cls)] = 10
+    return model
+
+
+def test_decisions_reach_the_game():
+    ys = {}
+    for cls in ("up", "down"):
+        source = open_source("ale:Pong?seed=3&sync=true&sticky=0.0&max_episode_steps=500")
+        sink = ActionSink(source, PONG["classes"], episodes=1)
+        with Predictor(biased_model(cls), source, replay="lockstep", sinks=[sink], max_frames=60) as p:
+            sink.predictor = p
+            ticks = list(p)
+            ys[cls] = int(source.ram()[51])
+        assert len(ticks) >= 59 and all(t.class_name == cls for t in ticks)
+    assert ys["up"] < 60 < 180 < ys["down"]  # pinned at the top / at the bottom
+
+
+def test_fast_play_is_deterministic_and_reports(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**PONG))
+    cfg = load_config(overrides=["source.max_episode_steps=300"])
+    a = play(model, cfg, "ale:Pong", episodes=2, seed=1000, mode="fast")
+    b = play(model, cfg, "ale:Pong", episodes=2, seed=1000, mode="fast")
+    assert a["episodes"] == 2 and len(a["scores"]) == 2
+    assert a["scores"] == b["scores"] and a["ticks"] == b["ticks"]
+    assert a["mean_score"] == sum(a["scores"]) / 2
+    assert a["skipped"] == 0 and a["latency_ms_p99"] >= a["latency_ms_p50"] > 0
+
+
+def test_realtime_play_runs_at_the_native_rate():
+    model = build_model(ModelConfig(**PONG))
+    cfg = load_config(overrides=["source.max_episode_steps=30"])
+    t0 = time.monotonic()
+    result = play(model, cfg, "ale:Pong", episodes=1, seed=1000, mode="realtime")
+    elapsed = time.monotonic() - t0
+    assert result["episodes"] == 1
+    assert elapsed > 30 / 15 * 0.8  # 15 agent steps a second (60 Hz, frameskip 4)
+
+
+def test_the_expert_beats_doing_nothing():
+    cfg = load_config(overrides=["source.max_episode_steps=1500"])
+    expert = play_expert(cfg, "ale:Pong", episodes=1, seed=1000)
+    idle = play(biased_model("stay"), cfg, "ale:Pong", episodes=1, seed=1000, mode="fast")
+    assert expert["scores"][0] > 0 > idle["scores"][0]
+
+
+def test_flicker_blanks_frames_deterministically():
+    def blanks(seed):
+        src = open_source(f"ale:Pong?seed={seed}&flicker=0.5")
+        out = [not src.read().image.any() for _ in range(400)]
+        src.close()
+        return out
+
+    a, b = blanks(1), blanks(1)
+    assert a == b
+    assert 0.4 < np.mean(a) < 0.6
+
+
+def test_play_cli_json(tmp_path):
+    weights = save_model(build_model(ModelConfig(**PONG)), tmp_path / "p.safetensors")
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "play", "--source", "ale:Pong", "--weights", str(weights),
+                        "--episodes", "1", "--json", "source.max_episode_steps=100"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(result) >= {"scores", "mean_score", "latency_ms_p50", "latency_ms_p99", "skipped"}
+    assert len(result["scores"]) == 1
