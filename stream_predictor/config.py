@@ -72,7 +72,7 @@ class RecordConfig:
     keys: Literal["lsr3", "wasd9"] = "lsr3"  # key preset: left/straight/right (arrows or A/D), or the 9 WASD combinations
     pause_key: str = "f8"  # toggles pause/resume while recording from the keyboard
     segment_frames: int = 300  # frames per video segment: a crash loses at most the segment being written
-    codec: str = "MJPG"  # fourcc of the segment files (.avi)
+    codec: str = "FFV1"  # fourcc of the segment files (.avi): FFV1 is lossless, so training sees what inference sees; MJPG is smaller for camera footage
     max_frames: int = 0  # stop after this many recorded frames (0: until the source ends or Ctrl-C)
     seconds: float = 0.0  # stop after this long (0: no limit)
     policy: str = ""  # weights of a model that plays while the expert labels (DAgger); empty: the expert plays
@@ -98,6 +98,7 @@ class TrainConfig:
     val_fraction: float = 0.2  # fraction of sessions held out for validation (by session, never by frame)
     windows_per_epoch: int = 0  # windowed: windows drawn per epoch (0: frames / seq_len)
     seed: int = 0  # seeds sampling, augmentation and initialisation
+    init: str = ""  # start from these weights (e.g. the previous DAgger round) instead of random ones
     device: str = "auto"  # auto: cuda if available, else cpu
     amp: bool = True  # mixed precision on CUDA
     cache_dir: str = ".cache/frames"  # preprocessed frames, keyed by session and preprocessing

@@ -87,6 +87,7 @@ class Data:
 
     pixels: list[np.ndarray]  # each (N_i, C, h, w) uint8, possibly a strided view
     targets: list[np.ndarray]  # each (N_i,) int64
+    firsts: list[np.ndarray]  # each (N_i,) bool: an episode starts at this frame (always the first)
     names: list[str]
     classes: list[str]
 
@@ -106,7 +107,7 @@ def load_data(dirs: list[str | Path], pre: Preprocess, cache_dir: str | Path, la
     for s in sessions[1:]:
         if s.classes != classes:
             raise UserError(f"sessions disagree on classes: {sessions[0].dir} has {classes}, {s.dir} has {s.classes}")
-    pixels, targets = [], []
+    pixels, targets, firsts = [], [], []
     for s in sessions:
         px = cached_pixels(s, pre, cache_dir, progress)
         n = s.frames - label_delay
@@ -114,7 +115,18 @@ def load_data(dirs: list[str | Path], pre: Preprocess, cache_dir: str | Path, la
             raise UserError(f"{s.dir}: too few frames ({s.frames}) for label_delay {label_delay}")
         pixels.append(px[:n:stride])
         targets.append(s.labels[label_delay : label_delay + n : stride])
-    return Data(pixels, targets, [str(s.dir) for s in sessions], classes)
+        starts = np.zeros(n, bool)
+        starts[[i for i in s.episode_starts if i < n]] = True
+        firsts.append(np.add.reduceat(starts, np.arange(0, n, stride)) > 0)  # a start inside a stride step counts
+    return Data(pixels, targets, firsts, [str(s.dir) for s in sessions], classes)
+
+
+def episodes(first: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each episode, given a (N,) bool array of episode starts."""
+    starts = [*np.flatnonzero(first).tolist(), len(first)]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    return [(a, b) for a, b in zip(starts[:-1], starts[1:]) if b > a]
 
 
 def split_sessions(dirs: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -136,7 +148,9 @@ class WindowSampler:
     def __init__(self, data: Data, seq_len: int, batch_size: int, per_epoch: int = 0, seed: int = 0, rank: int = 0,
                  world: int = 1) -> None:
         self.data, self.T, self.B = data, seq_len, batch_size
-        self.starts = np.array([(i, s) for i, t in enumerate(data.targets) for s in range(0, max(1, len(t) - seq_len + 1))])
+        # Windows never cross an episode start (the Predictor clears its window there).
+        self.starts = np.array([(i, s) for i, f in enumerate(data.firsts) for a, b in episodes(f)
+                                for s in range(a, max(a + 1, b - seq_len + 1))])
         if len(self.starts) == 0:
             raise UserError("no training windows: sessions are shorter than train.seq_len")
         self.per_epoch = per_epoch or max(batch_size * world, data.frames // seq_len)
@@ -162,8 +176,8 @@ class LaneSampler:
     """B lanes over the concatenated sessions, each walking consecutive chunks of T frames.
 
     `chunks()` yields (pixels (B, T, C, h, w) uint8, targets (B, T), first (B, T) bool, weight (B, T) float):
-    `first` marks session starts (the state resets there), `weight` is 0 on the burn-in frames of a
-    lane that starts mid-session (its state is not yet warm) and on padding past the end.
+    `first` marks episode and session starts (the state resets there), `weight` is 0 on the burn-in
+    frames of a lane that starts mid-episode (its state is not yet warm) and on padding past the end.
     """
 
     def __init__(self, data: Data, seq_len: int, lanes: int, burn_in: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
@@ -174,7 +188,7 @@ class LaneSampler:
         lengths = [len(t) for t in data.targets]
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         total = int(self.offsets[-1])
-        self.first = np.zeros(total, bool)
+        self.first = np.concatenate(data.firsts)
         self.first[self.offsets[:-1]] = True
         self.targets = np.concatenate(data.targets)
         n_lanes = lanes * world

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config
-from .data import cached_pixels
+from .data import load_data
 from .metrics import confusion, plot_confusion, scores
 from .model import StreamModel
 from .offline import offline_logits
@@ -42,8 +42,8 @@ def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path |
                        threads=cfg.predict.threads) as p:
             stream_pred = np.array([t.class_id for t in p], np.int64)
         # Offline: the same decisions computed in batches.
-        pixels = cached_pixels(session, model.preproc, cfg.train.cache_dir, progress)[:n:stride]
-        offline_pred = offline_logits(model, pixels, mode, window).argmax(-1).cpu().numpy()
+        data = load_data([d], model.preproc, cfg.train.cache_dir, delay, stride, progress)
+        offline_pred = offline_logits(model, data.pixels[0], mode, window, data.firsts[0]).argmax(-1).cpu().numpy()
         if len(stream_pred) != len(targets):
             from .errors import UserError
 

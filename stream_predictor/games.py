@@ -35,7 +35,8 @@ def _reflect(y: float) -> float:
 
 
 def pong_expert(ram: np.ndarray, memory: dict) -> str:
-    """One decision for the right-hand (green) paddle. `memory` carries the previous step's positions."""
+    """One decision for the right-hand (green) paddle. `memory` carries the previous step's positions and
+    `last`, the action taken last step (set by whoever acted)."""
     bx, by, py = int(ram[49]), int(ram[54]), int(ram[51])
     prev = memory.get("prev")
     memory["prev"] = (bx, by, py)

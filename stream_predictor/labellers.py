@@ -126,6 +126,10 @@ class ExpertLabeller:
             self.source.act(self.actions[name])
         return name
 
+    def executed(self, name: str) -> None:
+        """Another player acted (DAgger): the expert's memory of the last action must be what really happened."""
+        self._memory["last"] = name
+
     def close(self) -> None:
         pass
 

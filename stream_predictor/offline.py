@@ -23,9 +23,19 @@ def encode_pixels(model: StreamModel, pixels: np.ndarray, batch: int = 256) -> t
 
 
 @torch.inference_mode()
-def offline_logits(model: StreamModel, pixels: np.ndarray, mode: str, window: int, batch: int = 256) -> torch.Tensor:
-    """(N, K) logits for every frame of one session."""
+def offline_logits(model: StreamModel, pixels: np.ndarray, mode: str, window: int, first: np.ndarray | None = None,
+                   batch: int = 256) -> torch.Tensor:
+    """(N, K) logits for every frame of one session; `first` (N,) marks episode starts, where the Predictor resets."""
     feats = encode_pixels(model, pixels, batch)  # (N, D)
+    if first is None:
+        return _decide(model, feats, mode, window, batch)
+    from .data import episodes
+
+    return torch.cat([_decide(model, feats[a:b], mode, window, batch) for a, b in episodes(first)])
+
+
+def _decide(model: StreamModel, feats: torch.Tensor, mode: str, window: int, batch: int) -> torch.Tensor:
+    """One episode's (n, D) features → (n, K) logits, from zero state."""
     if mode == "stateful":
         return model.temporal(feats[None])[0][0]
     n = len(feats)

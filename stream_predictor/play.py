@@ -40,7 +40,27 @@ class ActionSink:
         pass
 
 
-def play(model: StreamModel, cfg: Config, spec: str, episodes: int, seed: int, mode: str, print_every: int = 0) -> dict:
+class SessionSink:
+    """Records what the agent saw and decided: frames + its own classes as labels (lossless by default).
+
+    Replaying the session through `eval` with the same weights must then give the same decisions."""
+
+    def __init__(self, out, classes: list[str], fps: float, source: str, cfg: Config) -> None:
+        from .session import SessionWriter
+
+        self.writer = SessionWriter(out, classes, fps, source, cfg.record.segment_frames, cfg.record.codec,
+                                    extra={"labeller": "agent"})
+
+    def __call__(self, tick: Tick) -> None:
+        if not tick.stale:
+            self.writer.add(tick.image, tick.class_name, tick.first)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def play(model: StreamModel, cfg: Config, spec: str, episodes: int, seed: int, mode: str, print_every: int = 0,
+         record: str | None = None) -> dict:
     if parse_spec(spec).kind != "ale":
         raise UserError(f"play needs a game source such as ale:Pong, not '{spec}'")
     sep = "&" if "?" in spec else "?"
@@ -52,8 +72,10 @@ def play(model: StreamModel, cfg: Config, spec: str, episodes: int, seed: int, m
             f"tick seq={t.seq} class={t.class_name} p={max(t.probs):.2f} latency={t.latency_ms:.2f}ms "
             f"episode={len(source.episode_returns) + 1} score={source.episode_return:+.0f}", file=sys.stderr)
             if t.seq % print_every == 0 else None))
+    if record:
+        sinks.append(SessionSink(record, model.classes, source.fps, spec, cfg))
     cfg.replay = "lockstep" if mode == "fast" else "realtime"
-    predictor = Predictor.from_config(model, cfg, source, sinks)
+    predictor = Predictor.from_config(model, cfg, source, sinks, keep_frames=bool(record))
     sink.predictor = predictor
     with predictor:
         predictor.run()

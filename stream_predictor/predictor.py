@@ -46,6 +46,7 @@ class Tick:
     skipped: int  # frames overwritten unseen since the previous tick
     stale: bool = False  # a fixed-rate tick with no new frame: the last decision repeated
     first: bool = False  # the recurrent state was reset at this frame
+    image: np.ndarray | None = field(default=None, repr=False)  # the frame (BGR uint8), only with keep_frames
 
     def to_json(self) -> dict:
         return {"seq": self.seq, "t_capture": round(self.t_capture, 6), "t_decision": round(self.t_decision, 6),
@@ -113,7 +114,7 @@ class Predictor:
     def __init__(self, model: StreamModel, source: str | Source, mode: str = "stateful", replay: str = "lockstep",
                  window: int = 16, tick_hz: float = 0.0, ema: float = 0.0, hysteresis: float = 0.0,
                  sinks: Sequence = (), ring_size: int = 32, threads: int = 1, max_frames: int = 0,
-                 max_gap_s: float = 1.0, config: Config | None = None) -> None:
+                 max_gap_s: float = 1.0, config: Config | None = None, keep_frames: bool = False) -> None:
         if mode not in ("stateful", "windowed"):
             raise UserError(f"predict mode must be stateful or windowed, got '{mode}'")
         if window < 1:
@@ -125,6 +126,7 @@ class Predictor:
         self.ema_alpha, self.margin = ema, hysteresis
         self.sinks = list(sinks)
         self.threads, self.max_gap_s = threads, max_gap_s
+        self.keep_frames = keep_frames  # copy each frame into its Tick (for sinks that record what the agent saw)
         self.source = open_source(source, self.cfg.source) if isinstance(source, str) else source
         c = self.cfg.source
         self.capture = CaptureThread(self.source, ring_size, replay, max_frames, c.reconnect_max, c.reconnect_backoff_s)
@@ -138,12 +140,12 @@ class Predictor:
 
     @classmethod
     def from_config(cls, model: StreamModel, cfg: Config, source: str | Source | None = None, sinks: Sequence = (),
-                    max_frames: int = 0) -> Predictor:
+                    max_frames: int = 0, keep_frames: bool = False) -> Predictor:
         p = cfg.predict
         mode = model.trained.get("mode", "stateful") if p.mode == "auto" else p.mode
         window = p.window or model.trained.get("seq_len", 16)
         return cls(model, source if source is not None else cfg.source.spec, mode, cfg.replay, window, p.tick_hz,
-                   p.ema, p.hysteresis, sinks, cfg.source.ring_size, p.threads, max_frames, p.max_gap_s, cfg)
+                   p.ema, p.hysteresis, sinks, cfg.source.ring_size, p.threads, max_frames, p.max_gap_s, cfg, keep_frames)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> Predictor:
@@ -233,7 +235,8 @@ class Predictor:
                             raise ring.error
                         break
                     if period and last_tick is not None:
-                        tick = Tick(**{**last_tick.__dict__, "t_decision": time.monotonic(), "skipped": 0, "stale": True})
+                        tick = Tick(**{**last_tick.__dict__, "t_decision": time.monotonic(), "skipped": 0, "stale": True,
+                                       "image": None})
                         self.stats.stale += 1
                         yield self._emit(tick)
                     continue
@@ -243,6 +246,7 @@ class Predictor:
 
                 t0 = time.perf_counter()
                 x = model.preprocess(frame.image)[None]  # (1, C, h, w)
+                image = frame.image.copy() if self.keep_frames else None
                 ring.release()  # the pixels are no longer needed; the writer may reuse the slot
                 t1 = time.perf_counter()
                 feat = model.encode(x)  # (1, D): the only CNN call for this frame
@@ -264,7 +268,7 @@ class Predictor:
                 class_id = hysteresis(None if first or last_tick is None else last_tick.class_id, probs, self.margin)
                 now = time.monotonic()
                 tick = Tick(frame.seq, frame.t_capture, now, (now - frame.t_capture) * 1000.0, class_id,
-                            model.classes[class_id], probs.tolist(), frame.skipped, False, first)
+                            model.classes[class_id], probs.tolist(), frame.skipped, False, first, image)
                 s = self.stats
                 s.frames += 1
                 s.skipped += frame.skipped

@@ -51,6 +51,9 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
         from .model import load_model
 
         policy = load_model(rc.policy)
+        import torch
+
+        torch.set_num_threads(cfg.predict.threads)  # one thread: a second one fights the capture thread for the core
     source_spec = spec
     if kind == "ale" and "sync=" not in spec:
         source_spec += ("&" if "?" in spec else "?") + "sync=true"  # the game waits for each decision
@@ -83,9 +86,9 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
                 last, skipped = frame.seq, skipped + frame.skipped
                 label = labeller.label(frame)
                 if actor is not None:
-                    actor.act(frame)
+                    labeller.executed(actor.act(frame))
                 if not labeller.paused:
-                    writer.add(frame.image, label)
+                    writer.add(frame.image, label, frame.first)
                     counts[label] += 1
                     recorded += 1
                 if status:
@@ -116,13 +119,15 @@ class _PolicyActor:
         self.actions = source_actions(source)
         self.state = model.init_state(1)
 
-    def act(self, frame) -> None:
+    def act(self, frame) -> str:
         torch = self.torch
         with torch.inference_mode():
             if frame.first:
                 self.state = self.model.init_state(1)
             logits, self.state = self.model.step(self.model.preprocess(frame.image)[None], self.state)
-        self.source.act(self.actions[self.model.classes[int(logits.argmax())]])
+        name = self.model.classes[int(logits.argmax())]
+        self.source.act(self.actions[name])
+        return name
 
 
 def source_actions(source) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 ```
 session_dir/
-  meta.yaml     source, fps, width, height, classes (ordered), created, frames, segment_frames
+  meta.yaml     source, fps, width, height, classes (ordered), created, frames, segment_frames,
+                episode_starts (frames where a new episode begins: the recurrent state restarts there)
   labels.csv    frame,label          one row per frame; label is a class name from meta.yaml
   video/        000000.avi, 000001.avi, …   each a few seconds, each readable on its own
 ```
@@ -51,7 +52,9 @@ class SessionWriter:
         (self.dir / "video").mkdir(parents=True, exist_ok=True)
         self.classes, self.fps, self.segment_frames, self.codec = list(classes), fps or 30.0, segment_frames, codec
         self.meta = {"source": source, "fps": float(self.fps), "width": None, "height": None, "classes": self.classes,
-                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "frames": 0, "segment_frames": segment_frames, **(extra or {})}
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "frames": 0, "segment_frames": segment_frames,
+                     "episode_starts": [0], **(extra or {})}
+        self._starts: list[int] = []  # episode starts inside the segment being written
         self.frames = 0  # frames in finished segments
         self._segment = 0
         self._writer: cv2.VideoWriter | None = None
@@ -63,7 +66,8 @@ class SessionWriter:
     def _seg_path(self, tmp: bool) -> Path:
         return self.dir / "video" / f"{self._segment:06d}{'.tmp' if tmp else ''}.avi"
 
-    def add(self, image: np.ndarray, label: str) -> None:
+    def add(self, image: np.ndarray, label: str, first: bool = False) -> None:
+        """Append one BGR uint8 (H, W, 3) frame; `first` marks the start of a new episode."""
         if label not in self.classes:
             raise ValueError(f"label {label!r} is not one of {self.classes}")
         h, w = image.shape[:2]
@@ -76,6 +80,8 @@ class SessionWriter:
             if not self._writer.isOpened():
                 raise UserError(f"cannot write video with codec {self.codec!r} to {self._seg_path(True)}")
         self._writer.write(image)
+        if first and self.frames + len(self._pending) > 0:
+            self._starts.append(self.frames + len(self._pending))
         self._pending.append(label)
         if len(self._pending) >= self.segment_frames:
             self._finish_segment()
@@ -91,7 +97,8 @@ class SessionWriter:
         self._labels.flush()
         os.fsync(self._labels.fileno())
         self.frames += len(self._pending)
-        self._pending = []
+        self.meta["episode_starts"] += self._starts
+        self._pending, self._starts = [], []
         self._segment += 1
         self._flush_meta()
 
@@ -121,6 +128,7 @@ class Session:
     labels: np.ndarray  # (N,) int64 class index per frame
     segments: list[Path]  # video files, in order
     fps: float
+    episode_starts: list[int]  # frames that begin an episode (always 0)
 
     @property
     def frames(self) -> int:
@@ -172,7 +180,11 @@ def load_session(path: str | Path) -> Session:
     if video_frames < len(labels):
         raise UserError(f"{d}: labels.csv has {len(labels)} rows but the video has only {video_frames} frames")
     # More frames than labels: a segment finished just before a crash, its labels not yet written. Use the labelled part.
-    return Session(d, meta, classes, np.asarray(labels, np.int64), segments, float(meta.get("fps") or 30.0))
+    starts = meta.get("episode_starts") or [0]
+    if not isinstance(starts, list) or not all(isinstance(i, int) and 0 <= i for i in starts):
+        raise UserError(f"{d / 'meta.yaml'}: 'episode_starts' must be a list of frame numbers")
+    starts = sorted({0, *(i for i in starts if i < len(labels))})
+    return Session(d, meta, classes, np.asarray(labels, np.int64), segments, float(meta.get("fps") or 30.0), starts)
 
 
 class SessionSource(Source):
@@ -189,6 +201,7 @@ class SessionSource(Source):
         self._segments = list(self.session.segments)
         self._cap: cv2.VideoCapture | None = None
         self._index = 0  # index of the next session frame to decode
+        self._starts = set(self.session.episode_starts)
 
     def read(self, out: np.ndarray | None = None) -> Frame | None:
         while self._index < self._last:
@@ -204,7 +217,8 @@ class SessionSource(Source):
                 continue
             self._index += 1
             if keep:
-                return self._frame(image, (self._index - 1) / self.session.fps)
+                first = any(self._index - self.stride <= st < self._index for st in self._starts)
+                return self._frame(image, (self._index - 1) / self.session.fps, first=first)
         return None
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ from .config import Config
 from .data import Data, LaneSampler, WindowSampler, load_data, split_sessions
 from .errors import UserError
 from .metrics import confusion, plot_confusion, plot_curves, scores
-from .model import StreamModel, build_model, save_model
+from .model import StreamModel, build_model, load_model, save_model
 from .model.preprocess import Preprocess
 from .offline import offline_logits
 
@@ -98,8 +98,8 @@ def evaluate_offline(model: StreamModel, data: Data, mode: str, window: int) -> 
     k = len(data.classes)
     cm = np.zeros((k, k), np.int64)
     loss, n = 0.0, 0
-    for px, y in zip(data.pixels, data.targets):
-        logits = offline_logits(model, px, mode, window).float().cpu()
+    for px, y, first in zip(data.pixels, data.targets, data.firsts):
+        logits = offline_logits(model, px, mode, window, first).float().cpu()
         loss += F.cross_entropy(logits, torch.from_numpy(y), reduction="sum").item()
         n += len(y)
         cm += confusion(y, logits.argmax(-1).numpy(), k)
@@ -166,6 +166,11 @@ def train(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str
         raise UserError(f"validation sessions have classes {val_data.classes}, training sessions {train_data.classes}")
     model_cfg = replace(cfg.model, classes=list(train_data.classes))
     model = build_model(model_cfg).to(device)
+    if tc.init:
+        start = load_model(tc.init)
+        if start.cfg != model_cfg:
+            raise UserError(f"train.init {tc.init} has model config {start.cfg}, which differs from {model_cfg}")
+        model.load_state_dict(start.state_dict())
     model.trained = {"mode": tc.mode, "seq_len": tc.seq_len, "label_delay": tc.label_delay, "stride": tc.stride}
     mirror = None
     if tc.mirror:

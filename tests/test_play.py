@@ -91,3 +91,22 @@ def test_play_cli_json(tmp_path):
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(result) >= {"scores", "mean_score", "latency_ms_p50", "latency_ms_p99", "skipped"}
     assert len(result["scores"]) == 1
+
+
+def test_replaying_a_recorded_game_gives_the_live_decisions(tmp_path):
+    from stream_predictor.evaluate import evaluate
+    from stream_predictor.session import load_session
+
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(**PONG))
+    with torch.no_grad():
+        model.head.weight.mul_(50)  # decisions that change often
+    cfg = load_config(overrides=["source.max_episode_steps=120", f"train.cache_dir={tmp_path / 'cache'}"])
+    live = play(model, cfg, "ale:Pong", episodes=2, seed=1000, mode="fast", record=str(tmp_path / "game"))
+    session = load_session(tmp_path / "game")
+    assert session.frames == live["ticks"] - 1  # the tick that found the episodes over is not recorded
+    assert session.episode_starts == [0, 120]
+    assert len(set(session.labels.tolist())) > 1
+    replay = evaluate(model, [str(tmp_path / "game")], cfg)
+    assert replay["accuracy"] == 1.0  # lockstep replay decides exactly as the live agent did
+    assert replay["offline_accuracy"] == 1.0 and replay["stream_offline_agreement"] == 1.0

@@ -26,7 +26,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "play": ("play_cmd", "the agent plays a game (ale:Pong) through the real threads; scores as JSON"),
     "bench": ("bench_cmd", "per-tick time incremental vs recompute, capture rate, latency"),
 }
-DEFAULT_COMMAND = "predict"
+DEFAULT_COMMAND = "play"
 
 
 class _Parser(argparse.ArgumentParser):

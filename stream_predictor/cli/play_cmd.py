@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from ..config import Config
+from ..config import CONFIG_DIR, Config
 from ..model import load_model
 from ..play import play, play_expert
 
@@ -16,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, help="episodes to play (default: play.episodes)")
     p.add_argument("--seed", type=int, help="seed of the first episode (default: play.seed)")
     p.add_argument("--mode", choices=["fast", "realtime"], help="fast: the game waits for each decision; realtime: native pace")
+    p.add_argument("--record", metavar="DIR", help="record what the agent saw, with its decisions as labels (replay with eval)")
     p.add_argument("--expert", action="store_true", help="let the RAM expert play instead (the reference score)")
     p.add_argument("--json", action="store_true", help="last stdout line is the result as JSON")
 
@@ -26,9 +28,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         result = play_expert(cfg, args.source or cfg.source.spec, args.episodes or pc.episodes, pc.seed if args.seed is None else args.seed)
         print(json.dumps(result) if args.json else f"{result['game']} expert: scores {result['scores']}, mean {result['mean_score']}")
         return 0
-    model = load_model(args.weights or pc.weights, cfg.predict.device)
+    weights = Path(args.weights or pc.weights)
+    if not weights.exists() and not weights.is_absolute() and (CONFIG_DIR.parent / weights).exists():
+        weights = CONFIG_DIR.parent / weights  # the shipped weights, wherever run.py is started from
+    model = load_model(weights, cfg.predict.device)
     result = play(model, cfg, args.source or cfg.source.spec, args.episodes or pc.episodes,
-                  pc.seed if args.seed is None else args.seed, args.mode or pc.mode, cfg.predict.print_every)
+                  pc.seed if args.seed is None else args.seed, args.mode or pc.mode, cfg.predict.print_every, args.record)
     if args.json:
         print(json.dumps(result))
     else:
