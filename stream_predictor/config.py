@@ -72,7 +72,7 @@ class RecordConfig:
     keys: Literal["lsr3", "wasd9"] = "lsr3"  # key preset: left/straight/right (arrows or A/D), or the 9 WASD combinations
     pause_key: str = "f8"  # toggles pause/resume while recording from the keyboard
     segment_frames: int = 300  # frames per video segment: a crash loses at most the segment being written
-    codec: str = "FFV1"  # fourcc of the segment files (.avi): FFV1 is lossless, so training sees what inference sees; MJPG is smaller for camera footage
+    codec: str = "FFV1"  # fourcc of the .avi segments: FFV1 is lossless (training sees what inference sees); MJPG is smaller
     max_frames: int = 0  # stop after this many recorded frames (0: until the source ends or Ctrl-C)
     seconds: float = 0.0  # stop after this long (0: no limit)
     policy: str = ""  # weights of a model that plays while the expert labels (DAgger); empty: the expert plays
