@@ -87,11 +87,8 @@ def capture_ratio(frames: int = 300, size: tuple[int, int] = (640, 480), repeats
             return n
 
         def ours() -> int:
-            n, last = 0, -1
             with CaptureThread(open_source(str(path)), ring_size=8, replay="lockstep") as cap:
-                while (f := cap.ring.wait_newer(last, 10)) is not None:
-                    n, last = n + 1, f.seq
-            return n
+                return sum(1 for _ in cap.frames())
 
         plain_fps, our_fps = [], []
         for _ in range(repeats):
@@ -106,14 +103,12 @@ def capture_ratio(frames: int = 300, size: tuple[int, int] = (640, 480), repeats
 
 def source_fps(spec: str, seconds: float = 2.0) -> dict:
     """Frames per second a source delivers through the capture thread to a consumer that keeps up."""
-    source = open_source(spec)
-    n, last = 0, -1
-    with CaptureThread(source, ring_size=8, replay="lockstep") as cap:
+    n, shape = 0, None
+    with CaptureThread(open_source(spec), ring_size=8, replay="lockstep") as cap:
         t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds and (f := cap.ring.wait_newer(last, 5)) is not None:
-            n, last = n + 1, f.seq
+        for frame in cap.frames(seconds):
+            n, shape = n + 1, tuple(frame.image.shape)
         elapsed = time.perf_counter() - t0
-    shape = tuple(f.image.shape) if n else None
     return {"source": spec, "fps": round(n / elapsed, 1), "frames": n, "shape": shape}
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import ReadError, UserError
-from .ring import FrameRing
+from .ring import FrameRing, RingFrame
 from .sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,22 @@ class CaptureThread:
     def _event(self, what: str) -> None:
         self.events.append((time.monotonic(), what))
         log.warning("%s: %s", self.source.name, what)
+
+    def frames(self, seconds: float | None = None) -> Iterator[RingFrame]:
+        """Each frame the ring hands over, until the stream ends (re-raising a capture error) or `seconds` pass."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        last = -1
+        while deadline is None or time.monotonic() < deadline:
+            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            frame = self.ring.wait_newer(last, wait)
+            if frame is None:
+                if self.ring.closed:
+                    if self.ring.error is not None:
+                        raise self.ring.error
+                    return
+                continue
+            last = frame.seq
+            yield frame
 
     @property
     def alive(self) -> bool:

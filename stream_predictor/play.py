@@ -45,14 +45,15 @@ class SessionSink:
 
     Replaying the session through `eval` with the same weights must then give the same decisions."""
 
-    def __init__(self, out, classes: list[str], fps: float, source: str, cfg: Config) -> None:
+    def __init__(self, out, classes: list[str], fps: float, source: str, cfg: Config, keep=lambda: True) -> None:
         from .session import SessionWriter
 
+        self.keep = keep  # false for the tick that finds the last episode over
         self.writer = SessionWriter(out, classes, fps, source, cfg.record.segment_frames, cfg.record.codec,
                                     extra={"labeller": "agent"})
 
     def __call__(self, tick: Tick) -> None:
-        if not tick.stale:
+        if not tick.stale and self.keep():
             self.writer.add(tick.image, tick.class_name, tick.first)
 
     def close(self) -> None:
@@ -73,7 +74,7 @@ def play(model: StreamModel, cfg: Config, spec: str, episodes: int, seed: int, m
             f"episode={len(source.episode_returns) + 1} score={source.episode_return:+.0f}", file=sys.stderr)
             if t.seq % print_every == 0 else None))
     if record:
-        sinks.append(SessionSink(record, model.classes, source.fps, spec, cfg))
+        sinks.append(SessionSink(record, model.classes, source.fps, spec, cfg, keep=lambda: len(source.episode_returns) < episodes))
     cfg.replay = "lockstep" if mode == "fast" else "realtime"
     predictor = Predictor.from_config(model, cfg, source, sinks, keep_frames=bool(record))
     sink.predictor = predictor

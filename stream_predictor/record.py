@@ -72,18 +72,10 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
         with SessionWriter(out, labeller.classes, source.fps, spec, rc.segment_frames, rc.codec,
                            extra={"labeller": type(labeller).__name__, "policy": rc.policy or None}) as writer, \
                 CaptureThread(source, cfg.source.ring_size, cfg.replay) as cap:
-            last = -1
-            while True:
+            for frame in cap.frames():
                 if (rc.max_frames and recorded >= rc.max_frames) or (rc.seconds and time.monotonic() - t0 >= rc.seconds):
                     break
-                frame = cap.ring.wait_newer(last, 0.5)
-                if frame is None:
-                    if cap.ring.error is not None:
-                        raise cap.ring.error
-                    if cap.ring.closed:
-                        break
-                    continue
-                last, skipped = frame.seq, skipped + frame.skipped
+                skipped += frame.skipped
                 label = labeller.label(frame)
                 if actor is not None:
                     labeller.executed(actor.act(frame))

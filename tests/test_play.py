@@ -110,3 +110,12 @@ def test_replaying_a_recorded_game_gives_the_live_decisions(tmp_path):
     replay = evaluate(model, [str(tmp_path / "game")], cfg)
     assert replay["accuracy"] == 1.0  # lockstep replay decides exactly as the live agent did
     assert replay["offline_accuracy"] == 1.0 and replay["stream_offline_agreement"] == 1.0
+
+
+def test_the_default_job_plays_with_the_shipped_weights():
+    assert (ROOT / "weights" / "pong.safetensors").stat().st_size <= 10 * 1024 * 1024
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "source.max_episode_steps=300", "predict.print_every=100"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "tick seq=0 " in r.stderr and "tick seq=200 " in r.stderr  # a tick line now and then
+    assert "ale:Pong: scores [" in r.stdout and "decision latency" in r.stdout

@@ -24,19 +24,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     width = height = 0
     with CaptureThread(source, cfg.source.ring_size, cfg.replay, reconnect_max=cfg.source.reconnect_max,
                        reconnect_backoff_s=cfg.source.reconnect_backoff_s) as cap:
-        deadline = time.monotonic() + args.seconds
-        last = -1
-        while (remaining := deadline - time.monotonic()) > 0:
-            frame = cap.ring.wait_newer(last, remaining)
-            if frame is None:
-                if cap.ring.error is not None:
-                    raise cap.ring.error
-                if cap.ring.closed:
-                    break
-                continue
-            last, frames, skipped = frame.seq, frames + 1, skipped + frame.skipped
+        t0 = time.monotonic()
+        for frame in cap.frames(args.seconds):
+            frames, skipped = frames + 1, skipped + frame.skipped
             height, width = frame.image.shape[:2]
-        elapsed = time.monotonic() - (deadline - args.seconds)
+        elapsed = time.monotonic() - t0
     summary = {"source": spec, "width": width, "height": height, "frames": frames,
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "skipped": skipped,
                "reconnects": cap.stats.reconnects, "captured": cap.stats.captured}

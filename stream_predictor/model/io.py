@@ -30,6 +30,7 @@ def save_model(model: StreamModel, path: str | Path, extra: dict[str, str] | Non
         metadata["trained"] = json.dumps(model.trained)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)
     tmp.replace(path)  # a reader never sees half a file
     return path
 
