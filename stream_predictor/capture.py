@@ -24,10 +24,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CaptureStats:
+    ring: FrameRing
     captured: int = 0  # frames written to the ring
-    skipped: int = 0  # frames the reader never saw (filled in from the reader's side)
     reconnects: int = 0
     elapsed_s: float = 0.0
+
+    @property
+    def skipped(self) -> int:
+        """Frames overwritten before the reader saw them."""
+        return self.ring.skipped
 
     @property
     def fps(self) -> float:
@@ -47,7 +52,7 @@ class CaptureThread:
         self.period = 1.0 / rate if rate and rate > 0 else 0.0
         self.max_frames = max_frames
         self.reconnect_max, self.backoff_s = reconnect_max, reconnect_backoff_s
-        self.stats = CaptureStats()
+        self.stats = CaptureStats(self.ring)
         self.events: list[tuple[float, str]] = []  # (monotonic time, what happened) for reconnects
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)

@@ -50,6 +50,7 @@ class FrameRing:
         self._pinned = -1  # slot pinned by the reader
         self._first_seq = -1  # newest seq written with `first` set: a skipped episode start still resets the reader
         self.written = 0
+        self.skipped = 0  # frames overwritten before the reader saw them
         self.closed = False
         self.error: BaseException | None = None
 
@@ -133,6 +134,7 @@ class FrameRing:
             seq = int(self._seq[slot])
             self._pinned = slot
             self._read = max(self._read, seq)
+            self.skipped += seq - last_seq - 1
             self._cond.notify_all()  # a lossless writer may be waiting for space
             first = bool(self._first[slot]) or last_seq < self._first_seq <= seq
             return RingFrame(seq, float(self._t[slot]), self._slots[slot], self._t_source[slot], first, seq - last_seq - 1)

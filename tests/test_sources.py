@@ -92,6 +92,7 @@ def test_realtime_video_drops_frames_behind_a_slow_consumer(tmp_path):
     skipped = sum(k for _, _, k in got)
     assert skipped > 20
     assert len(got) + skipped == 60
+    assert cap.stats.skipped == skipped and cap.stats.captured == 60
     assert got[-1][0] == 59
     assert 0.45 < elapsed < 3.0  # paced at the file's rate (0.6 s), not decoded as fast as possible
 
