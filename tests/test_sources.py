@@ -266,3 +266,66 @@ def test_screen_capture_under_xvfb_reads_back_a_pattern(xvfb):
     finally:
         proc.kill()
         proc.wait()
+
+
+class MjpegHandler:
+    """An MJPEG-over-HTTP camera on localhost: each connection gets `per_connection` frames, then drops."""
+
+    @staticmethod
+    def server(per_connection: int):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            connections = 0
+
+            def do_GET(self):
+                Handler.connections += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for i in range(per_connection):
+                    ok, jpg = cv2.imencode(".jpg", np.full((48, 64, 3), 40 + i * 8, np.uint8))
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
+                                     + jpg.tobytes() + b"\r\n")
+                    time.sleep(0.005)
+
+            def log_message(self, *args):
+                pass
+
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv, Handler, f"http://127.0.0.1:{srv.server_address[1]}/cam.mjpg"
+
+
+def test_http_stream_reads_and_reconnects_after_a_drop():
+    srv, handler, url = MjpegHandler.server(per_connection=20)
+    try:
+        source = open_source(url)
+        assert source.live and parse_spec(url).kind == "stream"
+        got = []
+        with CaptureThread(source, ring_size=64, reconnect_backoff_s=0.05) as cap:
+            deadline = time.monotonic() + 20
+            last = -1
+            while len(got) < 50 and time.monotonic() < deadline:
+                f = cap.ring.wait_newer(last, 1)
+                if f is not None:
+                    got.append((f.seq, int(f.image.mean())))
+                    last = f.seq
+        assert [s for s, _ in got][:50] == list(range(50))  # seq runs on across reconnects
+        assert cap.stats.reconnects >= 2 and handler.connections >= 3
+        assert all(v >= 30 for _, v in got)  # only real frames: no black filler
+    finally:
+        srv.shutdown()
+
+
+def test_stream_that_never_comes_back_gives_up_with_an_error():
+    srv, _, url = MjpegHandler.server(per_connection=5)
+    source = open_source(url)
+    srv.shutdown()
+    srv.server_close()
+    with CaptureThread(source, ring_size=8, reconnect_max=2, reconnect_backoff_s=0.01) as cap:
+        frames = []
+        with pytest.raises(UserError, match="gave up after 2 reconnects"):
+            for f in cap.frames():
+                frames.append(f.seq)
+    assert frames == list(range(len(frames))) and len(frames) <= 5
