@@ -8,6 +8,7 @@ With `policy` weights, a model plays instead while the expert labels what it see
 from __future__ import annotations
 
 import csv
+import shutil
 import sys
 import time
 from collections import Counter
@@ -153,18 +154,27 @@ def import_video(video: str | Path, labels: str | Path, out: str | Path, classes
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     if sorted(by_frame) != list(range(len(by_frame))):
         raise UserError(f"{labels}: frames must be numbered 0..N-1 with one row each")
+    if n > 0 and n != len(by_frame):
+        raise UserError(f"{labels} has {len(by_frame)} labels but {video} has {n} frames")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    with SessionWriter(out, classes, fps, str(video), segment_frames, codec, extra={"labeller": "import"}) as writer:
-        i = 0
-        while True:
-            ok, image = cap.read()
-            if not ok:
-                break
-            if i >= len(by_frame):
-                raise UserError(f"{video} has more frames than {labels} has labels ({len(by_frame)})")
-            writer.add(image, by_frame[i])
-            i += 1
-    cap.release()
-    if i != len(by_frame):
-        raise UserError(f"{labels} has {len(by_frame)} labels but {video} has {i} frames (header said {n})")
+    existed = Path(out).exists()
+    try:
+        with SessionWriter(out, classes, fps, str(video), segment_frames, codec, extra={"labeller": "import"}) as writer:
+            i = 0
+            while True:
+                ok, image = cap.read()
+                if not ok:
+                    break
+                if i >= len(by_frame):
+                    raise UserError(f"{video} has more frames than {labels} has labels ({len(by_frame)})")
+                writer.add(image, by_frame[i])
+                i += 1
+        if i != len(by_frame):
+            raise UserError(f"{labels} has {len(by_frame)} labels but {video} has {i} frames (header said {n})")
+    except UserError:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)  # no half-imported session left behind
+        raise
+    finally:
+        cap.release()
     return {"out": str(out), "frames": writer.frames}

@@ -123,8 +123,9 @@ def test_import_a_labelled_video(tmp_path):
     assert session.labels.tolist() == [0] * 20 + [2] * 20
     short = tmp_path / "short.csv"
     short.write_text("frame,label\n" + "".join(f"{i},left\n" for i in range(30)))
-    with pytest.raises(UserError, match="more frames"):
+    with pytest.raises(UserError, match="30 labels but .* has 40 frames"):
         import_video(video, short, tmp_path / "s2", ["left", "right"])
+    assert not (tmp_path / "s2").exists()  # nothing half-imported is left behind
     with pytest.raises(UserError, match="unknown label"):
         import_video(video, labels, tmp_path / "s3", ["left", "straight"])
 
