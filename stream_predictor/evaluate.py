@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import Config
 from .data import load_data
+from .errors import UserError
 from .metrics import confusion, plot_confusion, scores
 from .model import StreamModel
 from .offline import offline_logits
@@ -31,8 +32,6 @@ def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path |
     for d in dirs:
         session = load_session(d)
         if session.classes != model.classes:
-            from .errors import UserError
-
             raise UserError(f"{d} has classes {session.classes}; the model has {model.classes}")
         n = session.frames - delay
         targets = session.labels[delay : delay + n][::stride]
@@ -45,8 +44,6 @@ def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path |
         data = load_data([d], model.preproc, cfg.train.cache_dir, delay, stride, progress)
         offline_pred = offline_logits(model, data.pixels[0], mode, window, data.firsts[0]).argmax(-1).cpu().numpy()
         if len(stream_pred) != len(targets):
-            from .errors import UserError
-
             raise UserError(f"{d}: the Predictor gave {len(stream_pred)} ticks for {len(targets)} frames")
         c = confusion(targets, stream_pred, k)
         cm_stream += c
