@@ -61,7 +61,10 @@ class PredictConfig:
     ema: float = 0.0  # weight of the previous probabilities in an EMA (0: off)
     hysteresis: float = 0.0  # probability margin a new class needs to replace the current one (0: off)
     threads: int = 1  # torch threads for inference; one is fastest when another core is busy
-    device: str = "cpu"  # torch device for inference
+    device: str = "cpu"  # torch device for inference ("cuda" for a GPU)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # compute dtype of the model (float16/bfloat16: CUDA only)
+    graph: bool = True  # on CUDA, capture the whole tick as one CUDA graph and replay it
+    fast_cpu: bool = True  # on the CPU, prepacked oneDNN weights with fused ReLU where the encoder allows (nature_cnn)
     max_gap_s: float = 1.0  # a live source silent for longer resets the recurrent state
     print_every: int = 0  # print one tick line every so many ticks (0: none)
 

@@ -85,7 +85,7 @@ def play(model: StreamModel, cfg: Config, spec: str, episodes: int, seed: int, m
     return {"game": spec, "mode": mode, "seed": seed, "episodes": len(scores), "scores": scores,
             "mean_score": sum(scores) / len(scores) if scores else None, "predict_mode": predictor.mode,
             "ticks": summary["ticks"], "latency_ms_p50": summary["latency_ms_p50"], "latency_ms_p99": summary["latency_ms_p99"],
-            "skipped": summary["skipped"], "encode_ms_p50": summary["encode_ms_p50"], "step_ms_p50": summary["step_ms_p50"],
+            "skipped": summary["skipped"], "model_ms_p50": summary["model_ms_p50"],
             "fps": summary["fps"]}
 
 

@@ -28,6 +28,7 @@ import torch
 from .capture import CaptureThread
 from .config import Config
 from .errors import UserError
+from .model.fast import TickEngine
 from .model.stream_model import StreamModel
 from .ring import RingFrame
 from .smoothing import ema, hysteresis
@@ -103,9 +104,7 @@ class PredictorStats:
     skipped: int = 0
     resets: int = 0
     latency_ms: Timings = field(default_factory=Timings)
-    preprocess_ms: Timings = field(default_factory=Timings)
-    encode_ms: Timings = field(default_factory=Timings)
-    step_ms: Timings = field(default_factory=Timings)
+    model_ms: Timings = field(default_factory=Timings)  # preprocess → encode → step → probabilities
 
 
 class Predictor:
@@ -114,7 +113,8 @@ class Predictor:
     def __init__(self, model: StreamModel, source: str | Source, mode: str = "stateful", replay: str = "lockstep",
                  window: int = 16, tick_hz: float = 0.0, ema: float = 0.0, hysteresis: float = 0.0,
                  sinks: Sequence = (), ring_size: int = 32, threads: int = 1, max_frames: int = 0,
-                 max_gap_s: float = 1.0, config: Config | None = None, keep_frames: bool = False) -> None:
+                 max_gap_s: float = 1.0, config: Config | None = None, keep_frames: bool = False,
+                 engine: TickEngine | None = None) -> None:
         if mode not in ("stateful", "windowed"):
             raise UserError(f"predict mode must be stateful or windowed, got '{mode}'")
         if window < 1:
@@ -131,6 +131,8 @@ class Predictor:
         c = self.cfg.source
         self.capture = CaptureThread(self.source, ring_size, replay, max_frames, c.reconnect_max, c.reconnect_backoff_s)
         self.features = FeatureRing(window, model.feature_dim, self.device)
+        p = self.cfg.predict
+        self.engine = engine or TickEngine(model, 1, p.dtype, p.graph if self.device.type == "cuda" else False, p.fast_cpu)
         self.stats = PredictorStats()
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -218,7 +220,7 @@ class Predictor:
 
     def _ticks(self) -> Iterator[Tick]:
         model, ring = self.model, self.capture.ring
-        state = model.init_state(1, self.device)
+        self.engine.reset()
         last_seq, last_t, last_tick = -1, None, None
         probs_prev: np.ndarray | None = None
         period = 1.0 / self.tick_hz if self.tick_hz > 0 else 0.0
@@ -245,23 +247,20 @@ class Predictor:
                 last_seq, last_t = frame.seq, frame.t_capture
 
                 t0 = time.perf_counter()
-                x = model.preprocess(frame.image)[None]  # (1, C, h, w)
-                image = frame.image.copy() if self.keep_frames else None
-                ring.release()  # the pixels are no longer needed; the writer may reuse the slot
-                t1 = time.perf_counter()
-                feat = model.encode(x)  # (1, D): the only CNN call for this frame
-                t2 = time.perf_counter()
                 if first:
-                    state, probs_prev = model.init_state(1, self.device), None
+                    probs_prev = None
                     self.features.clear()
                     self.stats.resets += 1
+                # The frame goes straight from the ring slot into the engine's buffer: the only copy.
+                self.engine.submit(frame.image, [first])
+                image = frame.image.copy() if self.keep_frames else None
+                ring.release()  # the pixels are no longer needed; the writer may reuse the slot
                 if self.mode == "stateful":
-                    logits, state = model.step_features(feat, state)
+                    probs = self.engine.result()[0][0]
                 else:
-                    self.features.push(frame.seq, feat[0])
-                    logits = model.window(self.features.window()[None])
-                probs = torch.softmax(logits[0].float(), 0).cpu().numpy()
-                t3 = time.perf_counter()
+                    self.features.push(frame.seq, self.engine.features[0].float())
+                    probs = torch.softmax(model.window(self.features.window()[None])[0].float(), 0).cpu().numpy()
+                t1 = time.perf_counter()
 
                 probs = ema(probs_prev, probs, self.ema_alpha)
                 probs_prev = probs
@@ -273,9 +272,7 @@ class Predictor:
                 s.frames += 1
                 s.skipped += frame.skipped
                 s.latency_ms.add(tick.latency_ms)
-                s.preprocess_ms.add((t1 - t0) * 1000)
-                s.encode_ms.add((t2 - t1) * 1000)
-                s.step_ms.add((t3 - t2) * 1000)
+                s.model_ms.add((t1 - t0) * 1000)
                 last_tick = tick
                 yield self._emit(tick)
         self._t_end = time.monotonic()
@@ -297,6 +294,5 @@ class Predictor:
             "resets": s.resets, "reconnects": cap.reconnects, "elapsed_s": round(elapsed, 3),
             "fps": round(s.frames / elapsed, 2) if elapsed > 0 else 0.0,
             "latency_ms_p50": lat[0], "latency_ms_p99": lat[1],
-            "preprocess_ms_p50": s.preprocess_ms.percentiles(50)[0],
-            "encode_ms_p50": s.encode_ms.percentiles(50)[0], "step_ms_p50": s.step_ms.percentiles(50)[0],
+            "model_ms_p50": s.model_ms.percentiles(50)[0],
         }

@@ -1,0 +1,249 @@
+"""The per-tick fast path: one new frame per stream → probabilities, with as little work per tick as the hardware allows.
+
+`TickEngine` owns preallocated buffers for K streams (the uint8 frames, the recurrent state, the
+outputs) and runs preprocess → encode → step → softmax/argmax on them:
+
+- CUDA: a pinned host buffer is uploaded asynchronously, and the whole tick (preprocessing on the
+  GPU included) is captured once as a CUDA graph and replayed every tick; float16/bfloat16 optional.
+- CPU: plain Conv2d/ReLU/Linear encoders (nature_cnn) run through oneDNN with weights prepacked once
+  and ReLU fused into each layer; the LSTM gates come from one prepacked matrix for [x, h]. Anything
+  the fast path does not cover runs the module itself. Each fast piece checks itself against the
+  module when it is built and is dropped if it disagrees.
+
+The engine holds its own copy of the recurrent state: `reset()` zeroes it, `first` zeroes it per stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+from .stream_model import State, StreamModel
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PARITY_TOL = 1e-4  # a fast piece that differs more than this from the module on a test input is not used
+
+
+def _cpu_fast_ops() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _layers(module: nn.Module) -> list[nn.Module]:
+    """The leaf modules of nested Sequentials, in order (None for an empty Sequential)."""
+    if isinstance(module, nn.Sequential):
+        return [leaf for child in module for leaf in (_layers(child) or [None])]
+    return [module]
+
+
+def packed_encoder(encoder: nn.Module, in_shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A CPU function equal to `encoder` for inputs of `in_shape` (B, C, h, w), with oneDNN-prepacked weights.
+
+    Covers encoders made only of Conv2d (groups 1), ReLU, Flatten and Linear, i.e. nature_cnn; returns
+    None for anything else (the caller keeps the module).
+    """
+    if not _cpu_fast_ops():
+        return None
+    layers = _layers(encoder)
+    ops: list[tuple] = []
+    shape = list(in_shape)
+    for i, layer in enumerate(layers):
+        relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
+        if isinstance(layer, nn.Conv2d) and layer.groups == 1 and isinstance(layer.padding, tuple):
+            w = torch.ops.mkldnn._reorder_convolution_weight(layer.weight.detach(), list(layer.padding), list(layer.stride),
+                                                             list(layer.dilation), 1, shape)
+            ops.append(("conv", w, layer.bias.detach() if layer.bias is not None else None, list(layer.padding),
+                        list(layer.stride), list(layer.dilation), "relu" if relu else "none"))
+            with torch.no_grad():
+                shape = list(layer(torch.zeros(shape)).shape)
+        elif isinstance(layer, nn.Linear):
+            ops.append(("linear", layer.weight.detach(), layer.bias.detach() if layer.bias is not None else None, relu))
+        elif isinstance(layer, nn.Flatten) and layer.start_dim == 1 and layer.end_dim == -1:
+            ops.append(("flatten",))
+        elif not isinstance(layer, nn.ReLU):
+            return None
+    mkldnn = torch.ops.mkldnn
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for op in ops:
+            if op[0] == "conv":
+                x = mkldnn._convolution_pointwise(x, op[1], op[2], op[3], op[4], op[5], 1, op[6], [], "")
+            elif op[0] == "linear":
+                x = F.linear(x, op[1], op[2])
+                if op[3]:
+                    x = x.relu_()
+            else:
+                x = x.flatten(1)
+        return x
+
+    return _checked(run, encoder, torch.randn(in_shape))
+
+
+def _checked(fast: Callable, reference: Callable, *example: torch.Tensor) -> Callable | None:
+    """`fast` if it runs and matches `reference` on `example` within PARITY_TOL, else None."""
+    try:
+        with torch.inference_mode():
+            got, want = fast(*example), reference(*example)
+        return fast if (_flat(got) - _flat(want)).abs().max().item() <= PARITY_TOL else None
+    except (RuntimeError, TypeError, AttributeError):
+        return None
+
+
+def _flat(value: torch.Tensor | tuple) -> torch.Tensor:
+    return torch.cat([_flat(v) for v in value]) if isinstance(value, tuple) else value.flatten()
+
+
+def packed_cell(model: StreamModel) -> Callable[[torch.Tensor, State], tuple[torch.Tensor, State]] | None:
+    """A CPU LSTM step (features, state) → (logits, state) with one prepacked matrix for the gates of [x, h].
+
+    The gates are reordered once to (i, f, o, g) so that one in-place sigmoid and one tanh cover them.
+    """
+    if model.cfg.temporal != "lstm" or not _cpu_fast_ops():
+        return None
+    rnn, hidden = model.rnn, model.cfg.hidden
+    layers = []
+    for layer in range(model.cfg.layers):
+        w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{n}_l{layer}").detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        order = torch.cat([torch.arange(0, 2 * hidden), torch.arange(3 * hidden, 4 * hidden), torch.arange(2 * hidden, 3 * hidden)])
+        w = torch.cat([w_ih, w_hh], 1)[order].contiguous()
+        layers.append((w, (b_ih + b_hh)[order].contiguous(), w_ih.shape[1]))
+    head_w, head_b = model.head.weight.detach(), model.head.bias.detach()
+    sig = 3 * hidden
+
+    def run(feats: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        h_all, c_all = state
+        x, hs, cs = feats, [], []
+        for layer, (w, b, d) in enumerate(layers):
+            gates = torch.addmm(b, torch.cat([x, h_all[layer]], 1), w.t())
+            gates[:, :sig].sigmoid_()
+            gates[:, sig:].tanh_()
+            i, f, o, g = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden : sig], gates[:, sig:]
+            c = torch.addcmul(f * c_all[layer], i, g)
+            x = o * torch.tanh(c)
+            hs.append(x)
+            cs.append(c)
+        return F.linear(x, head_w, head_b), (torch.stack(hs), torch.stack(cs))
+
+    example = (torch.randn(2, model.feature_dim), tuple(torch.randn_like(s) for s in model.init_state(2, "cpu")))
+    return _checked(run, model.step_features, *example)
+
+
+class TickEngine:
+    """K streams, one call per tick: `probs, classes = engine(frames, first)`.
+
+    frames: (K, H, W, 3) BGR uint8 (numpy or tensor); first: (K,) bools, the streams whose state is
+    zeroed before this frame. Returns numpy (K, classes) float32 probabilities and (K,) class ids.
+    `engine.features` holds the (K, D) encoded frames of the last call (on the engine's device).
+    """
+
+    def __init__(self, model: StreamModel, streams: int = 1, dtype: str = "float32", graph: bool | None = None,
+                 fast_cpu: bool = True) -> None:
+        if dtype not in DTYPES:
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+        self.model = model.eval()
+        self.device = model.head.weight.device
+        self.streams = streams
+        self.dtype = DTYPES[dtype]
+        if self.device.type == "cpu" and self.dtype != torch.float32:
+            raise UserError(f"dtype {dtype} needs a CUDA device; on the CPU the engine runs float32")
+        self.use_graph = self.device.type == "cuda" if graph is None else graph
+        if self.use_graph and self.device.type != "cuda":
+            raise UserError("CUDA graphs need a CUDA device")
+        self.fast_cpu = fast_cpu and self.device.type == "cpu"
+        self._net = model if self.dtype == torch.float32 else _cast_copy(model, self.dtype)
+        self._shape: tuple[int, int] | None = None
+        self._graph: torch.cuda.CUDAGraph | None = None
+
+    # --- buffers, built for the first frame size seen ----------------------------------------------
+    def _build(self, h: int, w: int) -> None:
+        k, dev, m = self.streams, self.device, self.model
+        pin = dev.type == "cuda"
+        self._shape = (h, w)
+        self.host_frames = torch.zeros((k, h, w, 3), dtype=torch.uint8, pin_memory=pin)
+        self.host_first = torch.zeros(k, dtype=torch.bool, pin_memory=pin)
+        self.frames = self.host_frames if dev.type == "cpu" else torch.zeros_like(self.host_frames, device=dev)
+        self.first = self.host_first if dev.type == "cpu" else torch.zeros_like(self.host_first, device=dev)
+        self.state = tuple(s.to(self.dtype) for s in m.init_state(k, dev))
+        self.features = torch.zeros((k, m.feature_dim), device=dev, dtype=self.dtype)
+        self.probs = torch.zeros((k, len(m.classes)), device=dev)
+        self.classes = torch.zeros(k, dtype=torch.long, device=dev)
+        c, (sh, sw) = m.preproc.channels, m.preproc.size
+        self._encode = self._net.encode
+        self._step = self._net.step_features
+        if self.fast_cpu:
+            self._encode = packed_encoder(self._net.encoder, (k, c, sh, sw)) or self._encode
+            cell = packed_cell(self._net)
+            self._step = (lambda f, s, first: cell(f, StreamModel.reset_state(s, first))) if cell else self._step
+        if self.use_graph:
+            self._capture()
+
+    def _compute(self) -> None:
+        """The whole tick on the buffers: every output is written in place (graph-safe)."""
+        x = self._net.preproc(self.frames).to(self.dtype)
+        feats = self._encode(x)
+        logits, state = self._step(feats, self.state, self.first)
+        for old, new in zip(self.state, state):
+            old.copy_(new)
+        self.features.copy_(feats)
+        probs = torch.softmax(logits.float(), -1)
+        self.probs.copy_(probs)
+        self.classes.copy_(probs.argmax(-1))
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(3):  # warm-up: cuDNN picks its kernels outside the capture
+                self._compute()
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self._graph):
+            self._compute()
+        self.reset()
+
+    # --- per tick ----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        for s in getattr(self, "state", ()):
+            s.zero_()
+
+    def submit(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None) -> None:
+        """Start a tick: copy the frames in, then run (or replay) it. On CUDA this returns before the GPU is done."""
+        t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if t.dim() == 3:
+            t = t[None]
+        if t.dtype != torch.uint8 or t.shape[0] != self.streams or t.shape[-1] != 3:
+            raise ValueError(f"expected ({self.streams}, H, W, 3) BGR uint8 frames, got {tuple(t.shape)} {t.dtype}")
+        if self._shape != tuple(t.shape[1:3]):
+            self._build(t.shape[1], t.shape[2])
+        self.host_frames.copy_(t)
+        self.host_first.copy_(torch.as_tensor(np.zeros(self.streams, bool) if first is None else np.asarray(first, bool)))
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                self.frames.copy_(self.host_frames, non_blocking=True)
+                self.first.copy_(self.host_first, non_blocking=True)
+            if self._graph is not None:
+                self._graph.replay()
+            else:
+                self._compute()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Wait for the tick submitted last: (K, classes) probabilities and (K,) class ids, as numpy."""
+        return self.probs.cpu().numpy().copy(), self.classes.cpu().numpy().copy()  # the buffers are reused next tick
+
+    def __call__(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        self.submit(frames, first)
+        return self.result()
+
+
+def _cast_copy(model: StreamModel, dtype: torch.dtype) -> StreamModel:
+    """A copy of the model whose encoder, recurrent layer and head run in `dtype` (preprocessing stays float32)."""
+    import copy
+
+    net = copy.deepcopy(model)
+    for part in (net.encoder, net.rnn, net.head):
+        part.to(dtype)
+    return net

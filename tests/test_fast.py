@@ -1,0 +1,125 @@
+"""The per-tick fast path (TickEngine, prepacked CPU pieces, CUDA graph) against the plain modules, and batched streams."""
+
+import numpy as np
+import pytest
+import torch
+
+from stream_predictor import UserError
+from stream_predictor.config import ModelConfig
+from stream_predictor.model import build_model
+from stream_predictor.model.fast import TickEngine, packed_cell, packed_encoder
+from stream_predictor.multi import MultiPredictor
+
+from conftest import decode_all
+from test_predictor import model_for_video, offline
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def nature(seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(encoder="nature_cnn", input_size=[84, 84], grayscale=True, hidden=64, mean=[0.5], std=[0.5], **kw))
+
+
+@needs_onednn
+def test_packed_encoder_equals_the_module_and_declines_what_it_cannot_pack():
+    model = nature()
+    enc = packed_encoder(model.encoder, (3, 1, 84, 84))
+    assert enc is not None
+    x = torch.randn(3, 1, 84, 84) * 2
+    with torch.inference_mode():
+        torch.testing.assert_close(enc(x), model.encoder(x), atol=1e-5, rtol=1e-5)
+    resnet = build_model(ModelConfig(encoder="resnet18", input_size=[64, 64]))
+    assert packed_encoder(resnet.encoder, (1, 3, 64, 64)) is None  # batch norm, pooling, residuals: the module runs
+
+
+@needs_onednn
+@pytest.mark.parametrize("layers", [1, 2])
+def test_packed_cell_follows_the_lstm_over_many_steps(layers):
+    model = nature(1, layers=layers)
+    cell = packed_cell(model)
+    assert cell is not None
+    feats = torch.randn(300, 2, model.feature_dim)
+    ref = fast = model.init_state(2)
+    with torch.inference_mode():
+        for t in range(300):
+            want, ref = model.step_features(feats[t], ref)
+            got, fast = cell(feats[t], fast)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    assert packed_cell(nature(temporal="gru")) is None
+
+
+@pytest.mark.parametrize("fast_cpu", [True, False])
+def test_engine_matches_the_offline_model_on_a_real_video_with_a_reset(video, fast_cpu):
+    frames = decode_all(video)
+    model = model_for_video(0, frames)
+    expected_a = offline(model, frames[:25])
+    expected_b = offline(model, frames[25:])  # a new episode starts at frame 25
+    engine = TickEngine(model, fast_cpu=fast_cpu)
+    probs, classes = zip(*(engine(frames[t], [t == 25]) for t in range(len(frames))))
+    probs, classes = np.concatenate(probs), np.concatenate(classes)
+    expected = torch.cat([expected_a, expected_b]).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert classes.tolist() == expected.argmax(-1).tolist()
+    assert len(set(classes.tolist())) > 1
+
+
+def test_batched_streams_are_independent_of_each_other(video):
+    frames = decode_all(video)[:30]
+    model = model_for_video(2, frames)
+    rng = np.random.default_rng(0)
+    others = rng.integers(0, 256, (2, 30, *frames.shape[1:]), dtype=np.uint8)
+    clips = [frames, others[0], others[1]]
+    engine = TickEngine(model, streams=3)
+    got = [engine(np.stack([c[t] for c in clips]), [False, t == 10, False])[0] for t in range(30)]
+    got = np.stack(got, 1)  # (3, T, K)
+    np.testing.assert_allclose(got[0], offline(model, frames).numpy(), atol=1e-5)
+    np.testing.assert_allclose(got[1, 10:], offline(model, others[0][10:]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(got[2], offline(model, others[1]).numpy(), atol=1e-5)
+
+
+def test_engine_rejects_what_the_cpu_cannot_do_and_bad_frames():
+    model = nature()
+    with pytest.raises(UserError, match="CUDA"):
+        TickEngine(model, dtype="float16")
+    with pytest.raises(UserError, match="CUDA graphs"):
+        TickEngine(model, graph=True)
+    with pytest.raises(UserError, match="dtype"):
+        TickEngine(model, dtype="int8")
+    with pytest.raises(ValueError, match="uint8"):
+        TickEngine(model, streams=2)(np.zeros((1, 84, 84, 3), np.uint8))
+
+
+def test_multi_predictor_runs_k_real_sources_through_one_engine(video):
+    frames = decode_all(video)
+    model = model_for_video(0, frames)
+    expected = offline(model, frames).argmax(-1).tolist()
+    with MultiPredictor(model, [str(video), str(video), str(video)]) as mp:
+        rounds = list(mp)
+    assert mp.engine.streams == 3 and len(rounds) == len(frames)
+    for i in range(3):
+        assert [r[i].seq for r in rounds] == list(range(len(frames)))
+        assert [r[i].class_id for r in rounds] == expected
+
+
+def test_multi_predictor_streams_of_different_length(video):
+    model = nature()
+    with MultiPredictor(model, ["synthetic:bounce?frames=10&width=84&height=84", "synthetic:bounce?frames=25&width=84&height=84"]) as mp:
+        rounds = list(mp)
+    assert len(rounds) == 25
+    assert sum(r[0] is not None for r in rounds) == 10 and all(r[1] is not None for r in rounds)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-4), ("float16", 2e-2), ("bfloat16", 5e-2)])
+def test_cuda_graph_replay_matches_the_cpu(video, dtype, tol):
+    frames = decode_all(video)
+    model = model_for_video(0, frames)
+    cpu = [TickEngine(model)(f)[0] for f in frames]
+    gpu = TickEngine(model.to("cuda"), dtype=dtype, graph=True)
+    got = [gpu(f, [t == 0])[0] for t, f in enumerate(frames)]
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(cpu), atol=tol)
+    if dtype == "float32":
+        assert [int(g.argmax()) for g in got] == [int(c.argmax()) for c in cpu]
