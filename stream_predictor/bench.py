@@ -2,6 +2,9 @@
 
 - per_tick: incremental (encode the new frame once + one LSTM step) against the usual eager
   recompute (all N window frames through the CNN as one (B·T) batch, then the LSTM).
+- threads: the one-frame step with 1 and 2 torch threads, other cores idle or busy.
+- streams: K streams batched through one engine call per tick.
+- train: training throughput.
 - capture: CaptureThread lockstep throughput against a plain cv2 read loop on the same file.
 - latency: the Predictor's capture → decision latency on a live synthetic source.
 - sources: frames per second of the ALE source and of screen capture (when a display exists).
@@ -9,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -21,6 +25,7 @@ import torch
 from .capture import CaptureThread
 from .config import ModelConfig
 from .model import StreamModel, build_model
+from .model.fast import TickEngine
 from .predictor import Predictor
 from .sources import open_source
 from .sources.synthetic import Synthetic
@@ -38,35 +43,135 @@ def _median_time(fn: Callable[[], None], calls: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def per_tick(model: StreamModel, windows: tuple[int, ...] = (8, 16, 32), repeats: int = 5, device: str = "cpu") -> list[dict]:
-    """One row per window size N: step_ms, recompute_ms and their ratio."""
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def per_tick(model: StreamModel, windows: tuple[int, ...] = (8, 16, 32), repeats: int = 5, device: str = "cpu",
+             dtype: str = "float32") -> list[dict]:
+    """One row per window size N: the fast step (TickEngine: prepacked on CPU, a CUDA graph on GPU), the eager
+    module step, and the usual eager recompute over the N-frame window, all from preprocessed frames to the
+    class id on the host."""
     model = model.to(device).eval()
     c, (h, w) = model.preproc.channels, model.preproc.size
+    engine = TickEngine(model, 1, dtype)
+    engine.prepare(h, w)
+    net = engine._net  # the model in the engine's dtype
     rows = []
     with torch.inference_mode():
-        frame = torch.randn(1, c, h, w, device=device)
-        state = model.init_state(1, device)
+        engine.x.normal_()
+        tick = engine.model_tick_fn()
 
         def step() -> None:
-            nonlocal state
-            logits, state = model.step(frame, state)
+            tick()
+            engine.classes[0].item()
+
+        frame = engine.x.clone()
+        state = net.init_state(1, device)
+        state = tuple(t.to(engine.dtype) for t in state)
+
+        def eager_step() -> None:
+            logits, _ = net.step(frame, state)
             logits.argmax(-1).item()
 
-        step_s = _median_time(step, 50, repeats)
+        calls = 200 if device == "cuda" else 50
+        step_s = _median_time(step, calls, repeats)
+        eager_s = _median_time(eager_step, calls, repeats)
         for n in windows:
-            clip = torch.randn(1, n, c, h, w, device=device)
+            clip = torch.randn(1, n, c, h, w, device=device, dtype=engine.dtype)
 
             def recompute(clip: torch.Tensor = clip) -> None:
+                # The usual TimeDistributed answer: (B·T) frames through the CNN, then the LSTM, every tick.
                 b, t = clip.shape[:2]
-                feats = model.encoder(clip.reshape(b * t, *clip.shape[2:])).reshape(b, t, -1)
-                out, _ = model.rnn(feats)
-                model.head(out[:, -1]).argmax(-1).item()
+                feats = net.encoder(clip.reshape(b * t, *clip.shape[2:])).reshape(b, t, -1)
+                out, _ = net.rnn(feats)
+                net.head(out[:, -1]).argmax(-1).item()
 
-            rec_s = _median_time(recompute, max(3, 200 // n), repeats)
-            rows.append({"encoder": model.cfg.encoder, "device": device, "dtype": "float32", "N": n,
-                         "step_ms": round(step_s * 1e3, 4), "recompute_ms": round(rec_s * 1e3, 4),
-                         "speedup": round(rec_s / step_s, 2)})
+            rec_s = _median_time(recompute, max(3, (calls * 4) // n), repeats)
+            rows.append({"encoder": model.cfg.encoder, "device": device, "dtype": dtype, "N": n,
+                         "step_ms": round(step_s * 1e3, 4), "eager_step_ms": round(eager_s * 1e3, 4),
+                         "recompute_ms": round(rec_s * 1e3, 4), "speedup": round(rec_s / step_s, 2)})
     return rows
+
+
+def threads(model: StreamModel, repeats: int = 5) -> list[dict]:
+    """The fast CPU step with 1 and 2 torch threads, with the other cores idle and with every other core busy."""
+    import subprocess
+    import sys
+
+    before = torch.get_num_threads()
+    (h, w), rows = model.preproc.size, []
+    engine = TickEngine(model.to("cpu"), 1)
+    engine.prepare(h, w)
+    tick = engine.model_tick_fn()
+    spin = [sys.executable, "-c", "while True: pass"]
+    try:
+        for busy in (False, True):
+            hogs = [subprocess.Popen(spin) for _ in range((os.cpu_count() or 2) - 1)] if busy else []
+            try:
+                time.sleep(0.2 if busy else 0.0)
+                for n in (1, 2):
+                    torch.set_num_threads(n)
+                    with torch.inference_mode():
+                        ms = _median_time(tick, 30, repeats) * 1e3
+                    rows.append({"torch_threads": n, "other_cores": "busy" if busy else "idle", "step_ms": round(ms, 4)})
+            finally:
+                for hog in hogs:
+                    hog.kill()
+                    hog.wait()
+    finally:
+        torch.set_num_threads(before)
+    return rows
+
+
+def streams(encoder: str, ks: tuple[int, ...], device: str, dtype: str, repeats: int = 5) -> list[dict]:
+    """K streams through one TickEngine call per tick (uint8 frames at the model's input size, upload included)."""
+    model = default_bench_model(encoder).to(device)
+    (h, w), rows = model.preproc.size, []
+    for k in ks:
+        engine = TickEngine(model, k, dtype)
+        frames = torch.randint(0, 256, (k, h, w, 3), dtype=torch.uint8)
+        ms = _median_time(lambda e=engine, f=frames: e(f), 100 if device == "cuda" else 10, repeats) * 1e3
+        rows.append({"encoder": encoder, "device": device, "dtype": dtype, "streams": k, "tick_ms": round(ms, 4),
+                     "frames_per_s": round(k / ms * 1e3, 1)})
+    return rows
+
+
+def train_fps(encoder: str = "nature_cnn", batch: int = 16, seq_len: int = 32, steps: int = 5, repeats: int = 3,
+              device: str = "cpu") -> dict:
+    """Training throughput: forward + backward + AdamW step on (batch, seq_len) clips, in frames per second."""
+    model = default_bench_model(encoder).to(device).train()
+    c, (h, w) = model.preproc.channels, model.preproc.size
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    clip = torch.randn(batch, seq_len, c, h, w, device=device)
+    labels = torch.randint(0, len(model.classes), (batch, seq_len), device=device)
+
+    def one() -> None:
+        loss = torch.nn.functional.cross_entropy(model(clip).flatten(0, 1), labels.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _sync(device)
+
+    s = _median_time(one, steps, repeats)
+    return {"encoder": encoder, "device": device, "batch": f"{batch}x{seq_len}", "frames_per_s": round(batch * seq_len / s, 1)}
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def capture_ratio(frames: int = 300, size: tuple[int, int] = (640, 480), repeats: int = 5) -> dict:

@@ -1,8 +1,11 @@
 """The per-tick fast path (TickEngine, prepacked CPU pieces, CUDA graph) against the plain modules, and batched streams."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from test_predictor import model_for_video, offline
 
 from stream_predictor import UserError
 from stream_predictor.config import ModelConfig
@@ -11,7 +14,6 @@ from stream_predictor.model.fast import TickEngine, packed_cell, packed_encoder
 from stream_predictor.multi import MultiPredictor
 
 from conftest import decode_all
-from test_predictor import model_for_video, offline
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -123,3 +125,29 @@ def test_cuda_graph_replay_matches_the_cpu(video, dtype, tol):
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(cpu), atol=tol)
     if dtype == "float32":
         assert [int(g.argmax()) for g in got] == [int(c.argmax()) for c in cpu]
+
+
+def test_bench_json_reports_each_part_in_the_documented_shape():
+    from test_cli import cli
+
+    r = cli("bench", "--json", "--encoders", "nature_cnn", "--windows", "4,8", "--repeats", "1",
+            "--only", "per_tick,threads,streams,train", timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["cpus"] >= 1 and out["cpu"]
+    rows = out["per_tick"]
+    assert [(row["encoder"], row["device"], row["dtype"], row["N"]) for row in rows] == [("nature_cnn", "cpu", "float32", 4),
+                                                                                       ("nature_cnn", "cpu", "float32", 8)]
+    for row in rows:
+        assert set(row) >= {"encoder", "device", "dtype", "N", "step_ms", "recompute_ms", "speedup"}
+        assert row["step_ms"] > 0 and row["speedup"] == pytest.approx(row["recompute_ms"] / row["step_ms"], rel=0.02)
+    assert {(t["torch_threads"], t["other_cores"]) for t in out["threads"]} == {(1, "idle"), (2, "idle"), (1, "busy"), (2, "busy")}
+    assert [s["streams"] for s in out["streams"]] == [1, 8] and all(s["frames_per_s"] > 0 for s in out["streams"])
+    assert out["train"][0]["frames_per_s"] > 0
+
+
+def test_bench_rejects_an_unknown_part():
+    from test_cli import cli
+
+    r = cli("bench", "--only", "per_tick,warp")
+    assert r.returncode == 2 and "warp" in r.stderr and "Traceback" not in r.stderr

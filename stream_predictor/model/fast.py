@@ -87,10 +87,15 @@ def _checked(fast: Callable, reference: Callable, *example: torch.Tensor) -> Cal
     """`fast` if it runs and matches `reference` on `example` within PARITY_TOL, else None."""
     try:
         with torch.inference_mode():
-            got, want = fast(*example), reference(*example)
+            want = reference(*example)
+            got = fast(*_clone(example))  # a fast piece may update its inputs in place
         return fast if (_flat(got) - _flat(want)).abs().max().item() <= PARITY_TOL else None
     except (RuntimeError, TypeError, AttributeError):
         return None
+
+
+def _clone(value):
+    return tuple(_clone(v) for v in value) if isinstance(value, tuple) else value.clone()
 
 
 def _flat(value: torch.Tensor | tuple) -> torch.Tensor:
@@ -110,23 +115,23 @@ def packed_cell(model: StreamModel) -> Callable[[torch.Tensor, State], tuple[tor
         w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{n}_l{layer}").detach() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
         order = torch.cat([torch.arange(0, 2 * hidden), torch.arange(3 * hidden, 4 * hidden), torch.arange(2 * hidden, 3 * hidden)])
         w = torch.cat([w_ih, w_hh], 1)[order].contiguous()
-        layers.append((w, (b_ih + b_hh)[order].contiguous(), w_ih.shape[1]))
+        layers.append((w, (b_ih + b_hh)[order].contiguous()))
     head_w, head_b = model.head.weight.detach(), model.head.bias.detach()
     sig = 3 * hidden
 
     def run(feats: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One step; the new (h, c) are written into `state` in place and returned with the logits."""
         h_all, c_all = state
-        x, hs, cs = feats, [], []
-        for layer, (w, b, d) in enumerate(layers):
+        x = feats
+        for layer, (w, b) in enumerate(layers):
             gates = torch.addmm(b, torch.cat([x, h_all[layer]], 1), w.t())
             gates[:, :sig].sigmoid_()
             gates[:, sig:].tanh_()
             i, f, o, g = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden : sig], gates[:, sig:]
-            c = torch.addcmul(f * c_all[layer], i, g)
-            x = o * torch.tanh(c)
-            hs.append(x)
-            cs.append(c)
-        return F.linear(x, head_w, head_b), (torch.stack(hs), torch.stack(cs))
+            c = c_all[layer]
+            torch.addcmul(f * c, i, g, out=c)
+            x = torch.mul(o, torch.tanh(c), out=h_all[layer])
+        return F.linear(x, head_w, head_b), state
 
     example = (torch.randn(2, model.feature_dim), tuple(torch.randn_like(s) for s in model.init_state(2, "cpu")))
     return _checked(run, model.step_features, *example)
@@ -154,7 +159,7 @@ class TickEngine:
         if self.use_graph and self.device.type != "cuda":
             raise UserError("CUDA graphs need a CUDA device")
         self.fast_cpu = fast_cpu and self.device.type == "cpu"
-        self._net = model if self.dtype == torch.float32 else _cast_copy(model, self.dtype)
+        self._net = model if self.dtype == torch.float32 else cast_copy(model, self.dtype)
         self._shape: tuple[int, int] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
 
@@ -169,6 +174,7 @@ class TickEngine:
         self.first = self.host_first if dev.type == "cpu" else torch.zeros_like(self.host_first, device=dev)
         self.state = tuple(s.to(self.dtype) for s in m.init_state(k, dev))
         self.features = torch.zeros((k, m.feature_dim), device=dev, dtype=self.dtype)
+        self.x = torch.zeros((k, m.preproc.channels, *m.preproc.size), device=dev, dtype=self.dtype)
         self.probs = torch.zeros((k, len(m.classes)), device=dev)
         self.classes = torch.zeros(k, dtype=torch.long, device=dev)
         c, (sh, sw) = m.preproc.channels, m.preproc.size
@@ -177,33 +183,48 @@ class TickEngine:
         if self.fast_cpu:
             self._encode = packed_encoder(self._net.encoder, (k, c, sh, sw)) or self._encode
             cell = packed_cell(self._net)
-            self._step = (lambda f, s, first: cell(f, StreamModel.reset_state(s, first))) if cell else self._step
+            self._step = self._cpu_step(cell) if cell else self._step
         if self.use_graph:
             self._capture()
 
+    def prepare(self, height: int, width: int) -> None:
+        """Allocate the buffers (and capture the graph) for frames of this size; done by the first call otherwise."""
+        self._build(height, width)
+
+    def _cpu_step(self, cell: Callable) -> Callable:
+        """The packed cell, updating the engine's state in place; `first` is read on the host (no mask arithmetic)."""
+        def step(feats: torch.Tensor, state: State, first: torch.Tensor) -> tuple[torch.Tensor, State]:
+            if first.any():
+                for s in state:
+                    s[:, first] = 0.0
+            return cell(feats, state)
+
+        return step
+
     def _compute(self) -> None:
         """The whole tick on the buffers: every output is written in place (graph-safe)."""
-        x = self._net.preproc(self.frames).to(self.dtype)
-        feats = self._encode(x)
+        self.x.copy_(self._net.preproc(self.frames))
+        self._model_tick()
+
+    def _model_tick(self) -> None:
+        """Encode → step → probabilities and class ids, from the preprocessed frames in `self.x`."""
+        feats = self._encode(self.x)
         logits, state = self._step(feats, self.state, self.first)
         for old, new in zip(self.state, state):
-            old.copy_(new)
+            if new is not old:
+                old.copy_(new)
         self.features.copy_(feats)
-        probs = torch.softmax(logits.float(), -1)
-        self.probs.copy_(probs)
-        self.classes.copy_(probs.argmax(-1))
+        torch.softmax(logits.float(), -1, out=self.probs)
+        torch.argmax(logits, -1, out=self.classes)
 
     def _capture(self) -> None:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(side):
-            for _ in range(3):  # warm-up: cuDNN picks its kernels outside the capture
-                self._compute()
-        torch.cuda.current_stream().wait_stream(side)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self._graph):
-            self._compute()
+        self._graph = cuda_graph(self._compute)
         self.reset()
+
+    def model_tick_fn(self) -> Callable[[], None]:
+        """One tick of model work only, on `self.x` (for benchmarks): a graph replay on CUDA, else the call itself."""
+        assert self._shape is not None, "prepare() first"
+        return cuda_graph(self._model_tick).replay if self.use_graph else self._model_tick
 
     # --- per tick ----------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -239,7 +260,21 @@ class TickEngine:
         return self.result()
 
 
-def _cast_copy(model: StreamModel, dtype: torch.dtype) -> StreamModel:
+def cuda_graph(fn: Callable[[], None], warmup: int = 3) -> torch.cuda.CUDAGraph:
+    """Capture `fn` (which reads and writes only preallocated CUDA tensors) as a graph; `graph.replay()` reruns it."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.inference_mode(), torch.cuda.stream(side):
+        for _ in range(warmup):  # cuDNN and the allocator settle outside the capture
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+def cast_copy(model: StreamModel, dtype: torch.dtype) -> StreamModel:
     """A copy of the model whose encoder, recurrent layer and head run in `dtype` (preprocessing stays float32)."""
     import copy
 
