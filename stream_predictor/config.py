@@ -109,6 +109,21 @@ class TrainConfig:
 
 
 @dataclass
+class KeysConfig:
+    preset: Literal["lsr3", "wasd9", "none"] = "lsr3"  # class → keys: left/straight/right → arrows; the 9 WASD combos; none
+    map: list[str] = field(default_factory=list)  # class:key+key entries over the preset, e.g. [up:up, stay:, down:down]
+    backend: Literal["auto", "pynput", "xdotool"] = "auto"  # auto: pynput, else xdotool on X11
+    pause_key: str = "f9"  # toggles pause/resume of key presses (empty: no hotkey)
+    dry_run: bool = False  # print the presses and releases instead of pressing
+
+
+@dataclass
+class SinkConfig:
+    host: str = "127.0.0.1"  # where udp:/tcp: sinks send or listen; localhost unless you mean otherwise
+    video_fps: float = 30.0  # frame rate written by the annotated video sink
+
+
+@dataclass
 class PlayConfig:
     weights: str = "weights/pong.safetensors"  # the agent's weights
     episodes: int = 1  # episodes to play
@@ -125,6 +140,8 @@ class Config:
     record: RecordConfig = field(default_factory=RecordConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     play: PlayConfig = field(default_factory=PlayConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    sink: SinkConfig = field(default_factory=SinkConfig)
 
 
 def _all_keys(cls: type, prefix: str = "") -> list[str]:

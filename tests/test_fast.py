@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_predictor import model_for_video, offline
 
 from stream_predictor import UserError
 from stream_predictor.config import ModelConfig
@@ -14,6 +13,7 @@ from stream_predictor.model.fast import TickEngine, packed_cell, packed_encoder
 from stream_predictor.multi import MultiPredictor
 
 from conftest import decode_all
+from test_predictor import model_for_video, offline
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from importlib import import_module
 
@@ -24,6 +26,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "train": ("train_cmd", "train on sessions, with progress bar, metrics and plots"),
     "eval": ("eval_cmd", "accuracy, macro-F1 and confusion matrix on sessions, through the real Predictor"),
     "play": ("play_cmd", "the agent plays a game (ale:Pong) through the real threads; scores as JSON"),
+    "host": ("host_cmd", "a game in a window, played from the keyboard: a target for screen → keys agents"),
     "bench": ("bench_cmd", "per-tick time incremental vs recompute, capture rate, latency"),
 }
 DEFAULT_COMMAND = "play"
@@ -58,8 +61,14 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Config]:
     return args, cfg
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM takes Ctrl-C's path: threads stop, keys are released, files are finished
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.DEBUG if "-v" in argv else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -77,3 +86,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout piped into something that stopped reading (e.g. head)
+        return 0

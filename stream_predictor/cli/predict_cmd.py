@@ -10,7 +10,7 @@ import sys
 from ..config import Config
 from ..model import build_model, load_model
 from ..predictor import Predictor, Tick
-from ..sinks import CallbackSink, JsonlSink
+from ..sinks import CallbackSink, open_sinks
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="source spec (default: source.spec)")
     p.add_argument("--weights", help="a .safetensors weights file; without it, random weights from config")
-    p.add_argument("--out", help="write ticks here as JSON lines ('-' or nothing: stdout)")
+    p.add_argument("--out", help="write ticks here as JSON lines ('-': stdout; the default when no --sink is given)")
+    p.add_argument("--sink", action="append", default=[], metavar="SPEC",
+                   help="more places for the ticks (repeatable): jsonl:PATH, csv:PATH, udp:PORT, tcp:PORT, video:PATH, "
+                        "preview, keys (presses keys; see keys.* config, keys.dry_run=true prints them)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many captured frames (0: the whole stream)")
     p.add_argument("--json", action="store_true", help="last stdout line is the summary as JSON")
 
@@ -38,14 +41,29 @@ def tick_line(tick: Tick) -> str:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     model = model_from_args(args.weights, cfg)
-    to_stdout = args.out in (None, "-")
-    sinks = [JsonlSink(args.out, flush_every=1 if to_stdout else 64)]
+    specs = ([args.out] if args.out else []) + args.sink
+    specs = specs or ["-"]
+    to_stdout = any(s in ("-", "jsonl", "jsonl:-") for s in specs)
+    sinks = open_sinks(specs, model.classes, cfg)
     if cfg.predict.print_every:
         every = cfg.predict.print_every
         sinks.append(CallbackSink(lambda t: print(tick_line(t), file=sys.stderr) if t.seq % every == 0 else None))
-    with Predictor.from_config(model, cfg, args.source, sinks, args.max_frames) as predictor:
+    keep_frames = any(getattr(s, "needs_frames", False) for s in sinks)
+    try:
+        predictor = Predictor.from_config(model, cfg, args.source, sinks, args.max_frames, keep_frames=keep_frames)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    for sink in sinks:
+        if hasattr(sink, "predictor"):
+            sink.predictor = predictor
+    with predictor:
         predictor.run()
     summary = predictor.summary()
+    for sink in sinks:
+        if hasattr(sink, "summary"):
+            summary.update(sink.summary())
     out = sys.stderr if to_stdout and not args.json else sys.stdout
     if args.json:
         print(json.dumps(summary), file=out)

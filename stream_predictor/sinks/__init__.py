@@ -1,5 +1,69 @@
-"""Where ticks go. A sink is a callable taking a Tick, with an optional `close()`."""
+"""Where ticks go. A sink is a callable taking a Tick, with an optional `close()` (and `needs_frames` when it draws them).
 
-from .jsonl import CallbackSink, JsonlSink
+`open_sinks(specs, classes, cfg)` builds them from specs:
+`-` / `jsonl:PATH` / `PATH.jsonl` (JSON lines), `csv:PATH` / `PATH.csv`, `udp:PORT`, `tcp:PORT` (host from
+`sink.host`, 127.0.0.1 by default; `udp://HOST:PORT` names one), `video:PATH` / `PATH.mp4|.avi` (annotated),
+`preview` (a window), `keys` (key presses, see `keys.*` config).
+"""
 
-__all__ = ["CallbackSink", "JsonlSink"]
+from __future__ import annotations
+
+import re
+
+from ..config import Config
+from ..errors import UserError
+from .jsonl import CallbackSink, CsvSink, JsonlSink
+
+__all__ = ["CallbackSink", "CsvSink", "JsonlSink", "open_sink", "open_sinks"]
+
+
+def _address(rest: str, cfg: Config, spec: str) -> tuple[str, int]:
+    m = re.fullmatch(r"(?://([^:/]+):)?(\d+)", rest)
+    if not m or not 0 <= int(m.group(2)) < 65536:
+        raise UserError(f"sink '{spec}': expected PORT or //HOST:PORT, e.g. udp:5005 or tcp://127.0.0.1:5006")
+    return m.group(1) or cfg.sink.host, int(m.group(2))
+
+
+def open_sink(spec: str, classes: list[str], cfg: Config):
+    kind, sep, rest = spec.partition(":")
+    if spec in ("-", "jsonl"):
+        return JsonlSink(None)
+    if spec in ("preview", "keys"):
+        kind, rest = spec, ""
+    elif not sep or len(kind) == 1:  # a bare path (or C:\…): by extension
+        kind, rest = {".csv": "csv", ".mp4": "video", ".avi": "video"}.get(spec[spec.rfind("."):].lower(), "jsonl"), spec
+    if kind == "jsonl":
+        return JsonlSink(rest or None, flush_every=64)
+    if kind == "csv":
+        return CsvSink(rest, classes)
+    if kind in ("udp", "tcp"):
+        from .net import TcpSink, UdpSink
+
+        host, port = _address(rest, cfg, spec)
+        return UdpSink(port, host) if kind == "udp" else TcpSink(port, host)
+    if kind == "video":
+        from .video import VideoSink
+
+        return VideoSink(rest, classes, cfg.sink.video_fps)
+    if kind == "preview":
+        from .video import PreviewSink
+
+        return PreviewSink(classes)
+    if kind == "keys":
+        from .keys import KeySink
+
+        return KeySink(classes, cfg.keys)
+    raise UserError(f"unknown sink '{spec}'; known: -, jsonl:PATH, csv:PATH, udp:PORT, tcp:PORT, video:PATH, preview, keys")
+
+
+def open_sinks(specs: list[str], classes: list[str], cfg: Config) -> list:
+    """All the sinks named; if one fails to open, those opened before it are closed again."""
+    sinks: list = []
+    try:
+        for spec in specs:
+            sinks.append(open_sink(spec, classes, cfg))
+    except BaseException:
+        for sink in sinks:
+            getattr(sink, "close", lambda: None)()
+        raise
+    return sinks

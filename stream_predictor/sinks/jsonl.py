@@ -40,3 +40,28 @@ class CallbackSink:
 
     def close(self) -> None:
         pass
+
+
+class CsvSink:
+    """One row per tick: seq, times, latency, class and one probability column per class."""
+
+    def __init__(self, path: str | Path, classes: list[str], flush_every: int = 64) -> None:
+        import csv
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+        self._w = csv.writer(self._f)
+        self._w.writerow(["seq", "t_capture", "t_decision", "latency_ms", "class_id", "class", "skipped", "stale",
+                          *(f"p_{c}" for c in classes)])
+        self._flush_every, self._n = max(1, flush_every), 0
+
+    def __call__(self, tick: Any) -> None:
+        j = tick.to_json()
+        self._w.writerow([j["seq"], j["t_capture"], j["t_decision"], j["latency_ms"], j["class_id"], j["class"], j["skipped"],
+                          int(j["stale"]), *j["probs"]])
+        self._n += 1
+        if self._n % self._flush_every == 0:
+            self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()

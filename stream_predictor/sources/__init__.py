@@ -1,7 +1,7 @@
 """`open_source(spec)`: one function from a source spec to a Source.
 
 Specs: `0` (camera index), `path/video.mp4`, `rtsp://…` / `http://…`, `screen`, `screen:x,y,w,h`,
-`ale:Pong`, `dir/of/images`, `session_dir` (a recorded session), `synthetic:bounce`. Options follow a `?`, e.g.
+`window:TITLE` (X11), `ale:Pong`, `dir/of/images`, `session_dir` (a recorded session), `synthetic:bounce`. Options follow a `?`, e.g.
 `ale:Pong?seed=3&frameskip=4`, `synthetic:bounce?fps=60&frames=500`, `screen:0,0,800,600?monitor=1`.
 Options not in the spec come from the `source` config section.
 """
@@ -19,10 +19,11 @@ from ..errors import SourceError
 from .base import Frame, Source
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
-SCHEMES = ("screen", "ale", "synthetic", *STREAM_SCHEMES)
+SCHEMES = ("screen", "window", "ale", "synthetic", *STREAM_SCHEMES)
 OPTIONS = {
-    "camera": {"width", "height", "fps"},
+    "camera": {"width", "height", "fps", "fourcc"},
     "screen": {"monitor", "fps"},
+    "window": {"fps"},
     "ale": {"seed", "frameskip", "sticky", "max_episode_steps", "sync", "flicker"},
     "synthetic": {"width", "height", "fps", "frames", "seed"},
     "images": {"fps"},
@@ -59,8 +60,9 @@ def parse_spec(spec: str) -> SourceSpec:
     spec = str(spec).strip()
     if not spec:
         raise SourceError("empty source spec")
-    if re.fullmatch(r"\d+", spec):
-        return SourceSpec("camera", spec)
+    base = spec.partition("?")[0]
+    if re.fullmatch(r"\d+", base) or re.fullmatch(r"/dev/video\d+", base):  # a camera by index or by device node
+        return SourceSpec("camera", re.sub(r"\D", "", base), _options(spec.partition("?")[2], "camera", spec))
     m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):(//)?(.*)$", spec)
     if m and len(m.group(1)) > 1:  # one letter is a Windows drive, C:\…
         scheme = m.group(1).lower()
@@ -113,7 +115,7 @@ def open_source(spec: str, cfg: SourceConfig | None = None) -> Source:
         from .video import Camera
 
         return Camera(int(s.target), o.get("width", cfg.width), o.get("height", cfg.height), o.get("fps", cfg.fps),
-                      cfg.read_timeout_s)
+                      cfg.read_timeout_s, str(o.get("fourcc", "")))
     if s.kind == "video":
         from .video import VideoFile
 
@@ -134,6 +136,12 @@ def open_source(spec: str, cfg: SourceConfig | None = None) -> Source:
         from .screen import Screen
 
         return Screen(_region(s.target, spec), monitor=int(o.get("monitor", 1)), fps=float(o.get("fps", cfg.fps)))
+    if s.kind == "window":
+        from .screen import Screen
+
+        if not s.target:
+            raise SourceError(f"name the window after 'window:', e.g. window:Pong (got '{spec}')")
+        return Screen(fps=float(o.get("fps", cfg.fps)), window=s.target)
     if s.kind == "ale":
         from .ale import AleGame
 

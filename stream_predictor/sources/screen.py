@@ -1,8 +1,16 @@
-"""Screen capture through mss: the whole monitor or a region, `screen[:x,y,w,h]`."""
+"""Screen capture through mss: a monitor, a region of it (`screen[:x,y,w,h][?monitor=N]`), or a window by title (`window:TITLE`).
+
+Monitors are numbered from 1; `monitor=0` is all of them as one virtual screen. `fps=N` caps the rate
+(the capture thread paces reads on a drift-free schedule and sleeps between them). Windows are found by
+title on X11 through xdotool; elsewhere, give the window's region.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 import sys
 import threading
 
@@ -26,7 +34,8 @@ class Screen(Source):
 
     live = True
 
-    def __init__(self, region: tuple[int, int, int, int] | None = None, monitor: int = 1, fps: float = 0.0) -> None:
+    def __init__(self, region: tuple[int, int, int, int] | None = None, monitor: int = 1, fps: float = 0.0,
+                 window: str = "") -> None:
         super().__init__()
         check_display()
         import mss  # optional at import time: only screen capture needs it
@@ -36,8 +45,11 @@ class Screen(Source):
         self._all: list = []
         sct = self._sct()
         monitors = sct.monitors
-        if not 1 <= monitor < len(monitors):
-            raise SourceError(f"monitor {monitor} does not exist; this display has {len(monitors) - 1}")
+        if not 0 <= monitor < len(monitors):
+            raise SourceError(f"monitor {monitor} does not exist; this display has {len(monitors) - 1} (0: all of them)")
+        self.window = window
+        if window:
+            monitor, region = 0, find_window(window, monitors[0])
         mon = monitors[monitor]
         if region is None:
             self.box = {"left": mon["left"], "top": mon["top"], "width": mon["width"], "height": mon["height"]}
@@ -47,7 +59,7 @@ class Screen(Source):
                 raise SourceError(f"screen region {x},{y},{w},{h} is outside monitor {monitor} ({mon['width']}x{mon['height']})")
             self.box = {"left": mon["left"] + x, "top": mon["top"] + y, "width": w, "height": h}
         self.fps = self.fps_cap = fps  # 0 captures as fast as it can
-        self.name = "screen:{left},{top},{width},{height}".format(**self.box)
+        self.name = f"window:{window}" if window else "screen:{left},{top},{width},{height}".format(**self.box)
 
     def _sct(self):
         sct = getattr(self._local, "sct", None)
@@ -70,8 +82,35 @@ class Screen(Source):
 
     def reopen(self) -> None:
         self._local.sct = None
+        if self.window:  # it may have moved; the size stays what the ring was made for
+            x, y, _, _ = find_window(self.window, self._sct().monitors[0])
+            self.box = {**self.box, "left": x, "top": y}
 
     def close(self) -> None:
         for sct in self._all:
             sct.close()
         self._all.clear()
+
+
+def find_window(title: str, screen: dict) -> tuple[int, int, int, int]:
+    """(x, y, w, h) on the virtual screen of the largest visible window whose title matches `title` (a regex), via xdotool."""
+    if not sys.platform.startswith("linux"):
+        raise SourceError("window:TITLE works on X11 (through xdotool); on this platform give its region as screen:x,y,w,h")
+    if not shutil.which("xdotool"):
+        raise SourceError("window:TITLE needs the xdotool program (apt-get install xdotool)")
+    found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", title], capture_output=True, text=True, timeout=5)
+    boxes = []
+    for wid in found.stdout.split():
+        geometry = subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid], capture_output=True, text=True, timeout=5)
+        g = dict(re.findall(r"^(\w+)=(-?\d+)$", geometry.stdout, re.M))
+        if {"X", "Y", "WIDTH", "HEIGHT"} <= set(g):
+            boxes.append(tuple(int(g[k]) for k in ("X", "Y", "WIDTH", "HEIGHT")))
+    if not boxes:
+        raise SourceError(f"no visible window with a title matching '{title}' on display {os.environ.get('DISPLAY')}")
+    x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
+    # Clip to the screen: mss cannot grab outside it.
+    x0, y0 = max(x, screen["left"]), max(y, screen["top"])
+    x1, y1 = min(x + w, screen["left"] + screen["width"]), min(y + h, screen["top"] + screen["height"])
+    if x1 <= x0 or y1 <= y0:
+        raise SourceError(f"the window matching '{title}' is off screen ({x},{y} {w}x{h})")
+    return x0 - screen["left"], y0 - screen["top"], x1 - x0, y1 - y0

@@ -92,9 +92,13 @@ class Stream(_LiveCapture):
 class Camera(_LiveCapture):
     """A camera by index, with a one-frame driver buffer so that reads return the newest frame."""
 
-    def __init__(self, index: int, width: int = 0, height: int = 0, fps: float = 0.0, read_timeout_s: float = 5.0) -> None:
+    def __init__(self, index: int, width: int = 0, height: int = 0, fps: float = 0.0, read_timeout_s: float = 5.0,
+                 fourcc: str = "") -> None:
+        if fourcc and len(fourcc) != 4:
+            raise SourceError(f"camera fourcc must be 4 characters (e.g. MJPG), got '{fourcc}'")
         self.index, self.name = index, f"camera {index}"
         self._want = (width, height, fps)
+        self.fourcc = fourcc  # e.g. MJPG: most USB cameras reach their full frame rate only compressed
         super().__init__(read_timeout_s)
 
     def _open(self) -> cv2.VideoCapture:
@@ -105,6 +109,8 @@ class Camera(_LiveCapture):
         if not cap.isOpened():
             raise SourceError(f"no camera at index {self.index} (cannot open it)")
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of stale ones
+        if self.fourcc:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
         width, height, fps = self._want
         if width and height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)

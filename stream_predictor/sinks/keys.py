@@ -1,0 +1,188 @@
+"""KeySink: each tick's class becomes a key combination held down until the class changes.
+
+- Keys are pressed and released by difference: going from `up+left` to `up` releases only `left`.
+- Everything held is released on `close()`, which the Predictor calls on every exit path (end of
+  stream, exception, Ctrl-C); `run.py` turns SIGTERM into the same path, and an `atexit` hook is
+  the last resort. No stuck keys.
+- A pause key (F9 by default) toggles: paused releases everything and presses nothing until resumed.
+- `dry_run` prints what it would press instead of pressing (no display needed).
+- Backends: pynput (X11, Windows, macOS) or xdotool (X11).
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from ..config import KeysConfig
+from ..errors import ConfigError, UserError
+from ..predictor import Timings
+
+# Class → keys, per preset. Key names are pynput's (`up`, `left`, `space`, `f9`) or single characters.
+PRESET_KEYS = {
+    "lsr3": {"left": ["left"], "straight": [], "right": ["right"]},
+    "wasd9": {"W": ["w"], "S": ["s"], "A": ["a"], "D": ["d"], "WA": ["w", "a"], "WD": ["w", "d"], "SA": ["s", "a"],
+              "SD": ["s", "d"], "none": []},
+    "none": {},
+}
+XDOTOOL_NAMES = {"up": "Up", "down": "Down", "left": "Left", "right": "Right", "space": "space", "enter": "Return",
+                 "esc": "Escape", "shift": "shift", "ctrl": "ctrl", "alt": "alt", "tab": "Tab"}
+
+
+def key_map(classes: list[str], cfg: KeysConfig) -> dict[str, tuple[str, ...]]:
+    """Class name → the keys to hold, from the preset and then `keys.map` entries `class:key+key`."""
+    mapping = {c: tuple(k) for c, k in PRESET_KEYS[cfg.preset].items()}
+    for entry in cfg.map:
+        cls, sep, keys = entry.partition(":")
+        if not sep:
+            raise ConfigError(f"config key 'keys.map': entry '{entry}' is not class:key+key (e.g. up:up, WA:w+a, stay:)")
+        mapping[cls.strip()] = tuple(k.strip().lower() for k in keys.split("+") if k.strip())
+    missing = [c for c in classes if c not in mapping]
+    if missing:
+        raise ConfigError(f"no keys for the model's class(es) {missing}: set keys.preset or add keys.map entries like "
+                          f"'{missing[0]}:space' (an empty list, '{missing[0]}:', holds nothing)")
+    return {c: mapping[c] for c in classes}
+
+
+class _Pynput:
+    def __init__(self) -> None:
+        try:
+            from pynput import keyboard
+        except Exception as e:  # pynput raises ImportError subclasses and Xlib errors without a display
+            raise UserError(f"pressing keys needs pynput and a display ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                            "try keys.backend=xdotool or keys.dry_run=true") from None
+        self.keyboard = keyboard
+        self.controller = keyboard.Controller()
+
+    def _key(self, name: str):
+        return getattr(self.keyboard.Key, name) if len(name) > 1 else name
+
+    def press(self, name: str) -> None:
+        self.controller.press(self._key(name))
+
+    def release(self, name: str) -> None:
+        self.controller.release(self._key(name))
+
+    def listen(self, key: str, on_toggle) -> Any:
+        def on_press(k) -> None:
+            if str(getattr(k, "name", getattr(k, "char", ""))).lower() == key:
+                on_toggle()
+
+        listener = self.keyboard.Listener(on_press=on_press)
+        listener.daemon = True
+        listener.start()
+        return listener
+
+
+class _Xdotool:
+    def __init__(self) -> None:
+        if not shutil.which("xdotool"):
+            raise UserError("keys.backend=xdotool needs the xdotool program (apt-get install xdotool)")
+
+    def _run(self, action: str, name: str) -> None:
+        subprocess.run(["xdotool", action, XDOTOOL_NAMES.get(name, name)], check=True, timeout=5)
+
+    def press(self, name: str) -> None:
+        self._run("keydown", name)
+
+    def release(self, name: str) -> None:
+        self._run("keyup", name)
+
+    def listen(self, key: str, on_toggle) -> None:
+        return None  # xdotool only sends; the pause key needs pynput
+
+
+class _DryRun:
+    def __init__(self, out=None) -> None:
+        self.out = out or sys.stdout
+
+    def press(self, name: str) -> None:
+        print(f"press {name}", file=self.out, flush=True)
+
+    def release(self, name: str) -> None:
+        print(f"release {name}", file=self.out, flush=True)
+
+    def listen(self, key: str, on_toggle) -> None:
+        return None
+
+
+def make_backend(cfg: KeysConfig):
+    if cfg.dry_run:
+        return _DryRun()
+    if cfg.backend == "xdotool":
+        return _Xdotool()
+    if cfg.backend == "pynput":
+        return _Pynput()
+    try:
+        return _Pynput()
+    except UserError:
+        if shutil.which("xdotool"):
+            return _Xdotool()
+        raise
+
+
+class KeySink:
+    """Holds the keys of each tick's class; `stats` has presses, releases and capture → key-press latency."""
+
+    def __init__(self, classes: list[str], cfg: KeysConfig | None = None, backend=None) -> None:
+        cfg = cfg or KeysConfig()
+        self.keys = key_map(classes, cfg)
+        self.backend = backend or make_backend(cfg)
+        self.held: set[str] = set()
+        self.paused = False
+        self.presses = self.releases = 0
+        self.latency_ms = Timings()  # frame captured → its keys pressed
+        self._lock = threading.Lock()
+        self._closed = False
+        self._listener = self.backend.listen(cfg.pause_key.lower(), self.toggle_pause) if cfg.pause_key else None
+        atexit.register(self.release_all)
+
+    def _hold(self, want: set[str]) -> None:
+        for name in sorted(self.held - want):
+            self.backend.release(name)
+            self.releases += 1
+        for name in sorted(want - self.held):
+            self.backend.press(name)
+            self.presses += 1
+        self.held = want
+
+    def __call__(self, tick: Any) -> None:
+        with self._lock:
+            if self._closed or self.paused:
+                return
+            want = set(self.keys[tick.class_name])
+            if want != self.held:
+                self._hold(want)
+                if not tick.stale:
+                    self.latency_ms.add((time.monotonic() - tick.t_capture) * 1000.0)
+
+    def toggle_pause(self) -> None:
+        with self._lock:
+            self.paused = not self.paused
+            if self.paused:
+                self._hold(set())
+        print(f"keys {'paused' if self.paused else 'resumed'}", file=sys.stderr, flush=True)
+
+    def release_all(self) -> None:
+        """Release every held key (idempotent; safe from atexit)."""
+        with self._lock:
+            try:
+                self._hold(set())
+            except Exception:  # the display may be gone at exit; nothing more can be done
+                self.held = set()
+
+    def close(self) -> None:
+        self.release_all()
+        self._closed = True
+        if self._listener is not None:
+            self._listener.stop()
+        atexit.unregister(self.release_all)
+
+    def summary(self) -> dict:
+        p50, p99 = self.latency_ms.percentiles(50, 99)
+        return {"presses": self.presses, "releases": self.releases, "key_latency_ms_p50": p50, "key_latency_ms_p99": p99}

@@ -1,0 +1,95 @@
+"""Seeing what the agent sees: an annotated video file, and a live preview window.
+
+Each frame is drawn with the decided class, one bar per class probability, and the capture → decision
+latency. Both need the frames in the ticks (the Predictor's keep_frames, set by `open_sinks`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import UserError
+
+BAR_W, ROW_H = 120, 16
+
+
+def annotate(tick: Any, classes: list[str], scale: int = 1) -> np.ndarray:
+    """The tick's frame (BGR) with a side panel: class bars, the decision highlighted, and the latency."""
+    image = tick.image if scale == 1 else cv2.resize(tick.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    h = max(image.shape[0], ROW_H * (len(classes) + 2))
+    panel = np.full((h, BAR_W + 80, 3), 32, np.uint8)
+    for i, (name, p) in enumerate(zip(classes, tick.probs)):
+        y = ROW_H * i + 4
+        colour = (80, 200, 80) if i == tick.class_id else (160, 160, 160)
+        cv2.rectangle(panel, (76, y), (76 + int(BAR_W * p), y + ROW_H - 4), colour, -1)
+        cv2.putText(panel, name[:10], (2, y + ROW_H - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    y = ROW_H * (len(classes) + 1)
+    cv2.putText(panel, f"{tick.latency_ms:.1f} ms  #{tick.seq}", (2, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (220, 220, 220), 1,
+                cv2.LINE_AA)
+    canvas = np.zeros((h, image.shape[1] + panel.shape[1], 3), np.uint8)
+    canvas[: image.shape[0], : image.shape[1]] = image
+    canvas[:, image.shape[1] :] = panel
+    return canvas
+
+
+class VideoSink:
+    """Writes annotated frames to a video file (.mp4 → mp4v, .avi → MJPG)."""
+
+    needs_frames = True
+
+    def __init__(self, path: str | Path, classes: list[str], fps: float = 30.0) -> None:
+        self.path, self.classes, self.fps = Path(path), classes, fps
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def __call__(self, tick: Any) -> None:
+        if tick.image is None or tick.stale:
+            return
+        frame = annotate(tick, self.classes)
+        if self.writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
+            if not self.writer.isOpened():
+                raise UserError(f"cannot write video to {self.path} (unsupported extension or folder not writable)")
+        self.writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+class PreviewSink:
+    """A cv2.imshow window with the annotated frames; closing it (or pressing q / Esc) stops the predictor."""
+
+    needs_frames = True
+
+    def __init__(self, classes: list[str], title: str = "stream-predictor", scale: int = 2) -> None:
+        if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+            raise UserError("the preview window needs a display: DISPLAY is not set")
+        self.classes, self.title, self.scale = classes, title, scale
+        self.predictor = None  # set by the CLI so that q / Esc can stop it
+        self.shown = 0
+
+    def __call__(self, tick: Any) -> None:
+        if tick.image is None or tick.stale:
+            return
+        cv2.imshow(self.title, annotate(tick, self.classes, self.scale))
+        self.shown += 1
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27) and self.predictor is not None:
+            self.predictor.stop()
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
