@@ -327,3 +327,36 @@ def test_record_from_the_screen_with_keyboard_labels(xvfb, tmp_path):
     for name, n in runs[1:4:2]:
         assert 20 <= n <= 40, (name, n)  # one second at 30 fps
     assert os.path.exists(out / "meta.yaml")
+
+
+def test_pause_hotkey_and_sigterm_with_real_key_presses(xvfb, tmp_path):
+    """pynput presses real keys; F9 pauses them (everything released); SIGTERM ends the run with no key left down."""
+    ticks = tmp_path / "ticks.jsonl"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "predict", "--source", "synthetic:bounce?fps=60",
+                             "--sink", "keys", "--sink", f"jsonl:{ticks}", "keys.backend=pynput",
+                             "keys.map=[left:a, straight:s, right:d]", "model.hidden=16", "model.feature_dim=16"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while (not ticks.exists() or ticks.stat().st_size == 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert _keys_down() >= 1  # the agent holds its class's key
+    subprocess.run(["xdotool", "key", "F9"], check=True)
+    deadline = time.monotonic() + 5
+    while _keys_down() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _keys_down() == 0  # paused: everything released, nothing pressed
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and "keys paused" in err
+    assert _keys_down() == 0
+
+
+def test_monitor_choice_under_xvfb(xvfb):
+    whole = open_source("screen?monitor=0")
+    assert (whole.box["width"], whole.box["height"]) == (1024, 768)  # all monitors as one virtual screen
+    whole.close()
+    with pytest.raises(UserError, match="monitor 5 does not exist"):
+        open_source("screen?monitor=5")
+    with pytest.raises(UserError, match="outside monitor"):
+        open_source("screen:1000,700,100,100")

@@ -6,7 +6,7 @@
   the last resort. No stuck keys.
 - A pause key (F9 by default) toggles: paused releases everything and presses nothing until resumed.
 - `dry_run` prints what it would press instead of pressing (no display needed).
-- Backends: pynput (X11, Windows, macOS) or xdotool (X11).
+- Backends: pynput (X11 through XTest, Windows, macOS) or xdotool (X11).
 """
 
 from __future__ import annotations
@@ -60,7 +60,22 @@ class _Pynput:
         self.controller = keyboard.Controller()
 
     def _key(self, name: str):
-        return getattr(self.keyboard.Key, name) if len(name) > 1 else name
+        if len(name) > 1:
+            return getattr(self.keyboard.Key, name)
+        if sys.platform.startswith("linux"):
+            # By keysym, so that pynput sends it through XTest like a real key (for characters it would otherwise use
+            # XSendEvent, which only the focused window sees and many games ignore).
+            from Xlib import XK
+
+            return self.keyboard.KeyCode.from_vk(XK.string_to_keysym(name))
+        return name
+
+    def check(self, name: str) -> None:
+        try:
+            self._key(name)
+        except AttributeError:
+            raise UserError(f"unknown key '{name}' (names: a single character, or one of pynput's Key names such as up, "
+                            "space, enter, f1)") from None
 
     def press(self, name: str) -> None:
         self.controller.press(self._key(name))
@@ -133,6 +148,8 @@ class KeySink:
         cfg = cfg or KeysConfig()
         self.keys = key_map(classes, cfg)
         self.backend = backend or make_backend(cfg)
+        for name in sorted({k for keys in self.keys.values() for k in keys}):
+            getattr(self.backend, "check", lambda n: None)(name)
         self.held: set[str] = set()
         self.paused = False
         self.presses = self.releases = 0
