@@ -295,4 +295,5 @@ class Predictor:
             "fps": round(s.frames / elapsed, 2) if elapsed > 0 else 0.0,
             "latency_ms_p50": lat[0], "latency_ms_p99": lat[1],
             "model_ms_p50": s.model_ms.percentiles(50)[0],
+            **({"unreadable": len(self.source.unreadable)} if hasattr(self.source, "unreadable") else {}),
         }

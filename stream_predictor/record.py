@@ -20,7 +20,7 @@ from .capture import CaptureThread
 from .config import Config
 from .errors import UserError
 from .labellers import make_labeller
-from .session import SessionWriter
+from .session import SessionWriter, check_new_session
 from .sources import open_source, parse_spec
 
 
@@ -47,6 +47,7 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
     """Record until the source ends, a limit is reached or Ctrl-C; returns a summary. Nothing finished is lost."""
     rc = cfg.record
     kind = parse_spec(spec).kind
+    check_new_session(out)  # before anything opens or prints
     policy = None
     if rc.policy:
         from .model import load_model

@@ -41,14 +41,20 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def check_new_session(out: str | Path) -> None:
+    """Refuse an --out that already holds a session: a recording never overwrites another."""
+    d = Path(out)
+    if (d / "meta.yaml").exists() or (d / "labels.csv").exists():
+        raise UserError(f"{d} already holds a session; choose a new --out")
+
+
 class SessionWriter:
     """Append labelled frames (BGR uint8 (H, W, 3)) to a new session directory."""
 
     def __init__(self, out: str | Path, classes: list[str], fps: float, source: str, segment_frames: int = 300,
                  codec: str = "MJPG", extra: dict | None = None) -> None:
         self.dir = Path(out)
-        if (self.dir / "meta.yaml").exists() or (self.dir / "labels.csv").exists():
-            raise UserError(f"{self.dir} already holds a session; choose a new --out")
+        check_new_session(out)
         (self.dir / "video").mkdir(parents=True, exist_ok=True)
         self.classes, self.fps, self.segment_frames, self.codec = list(classes), fps or 30.0, segment_frames, codec
         self.meta = {"source": source, "fps": float(self.fps), "width": None, "height": None, "classes": self.classes,
@@ -79,10 +85,12 @@ class SessionWriter:
             self._writer = cv2.VideoWriter(str(self._seg_path(True)), cv2.VideoWriter_fourcc(*self.codec), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise UserError(f"cannot write video with codec {self.codec!r} to {self._seg_path(True)}")
-        self._writer.write(image)
         if first and self.frames + len(self._pending) > 0:
             self._starts.append(self.frames + len(self._pending))
+        # The label first, then the frame: a Ctrl-C/SIGTERM between the two leaves one label too many, which
+        # _finish_segment trims by the frames actually in the file; never a frame without its label.
         self._pending.append(label)
+        self._writer.write(image)
         if len(self._pending) >= self.segment_frames:
             self._finish_segment()
 
@@ -91,6 +99,9 @@ class SessionWriter:
             return
         self._writer.release()
         self._writer = None
+        written = int(cv2.VideoCapture(str(self._seg_path(True))).get(cv2.CAP_PROP_FRAME_COUNT))
+        del self._pending[written:]
+        self._starts = [i for i in self._starts if i < self.frames + written]
         self._seg_path(True).replace(self._seg_path(False))
         for i, label in enumerate(self._pending):
             self._labels.write(f"{self.frames + i},{label}\n")
@@ -176,10 +187,14 @@ def load_session(path: str | Path) -> Session:
     segments = [s for s in segments if ".tmp" not in s.name]
     if not segments:
         raise UserError(f"{d}: no video segments in {d / 'video'}")
-    video_frames = sum(int(cv2.VideoCapture(str(s)).get(cv2.CAP_PROP_FRAME_COUNT)) for s in segments)
+    counts = [int(cv2.VideoCapture(str(s)).get(cv2.CAP_PROP_FRAME_COUNT)) for s in segments]
+    video_frames = sum(counts)
     if video_frames < len(labels):
         raise UserError(f"{d}: labels.csv has {len(labels)} rows but the video has only {video_frames} frames")
-    # More frames than labels: a segment finished just before a crash, its labels not yet written. Use the labelled part.
+    # More frames than labels is a crash only when exactly the last segment lacks its labels (the recorder writes a
+    # segment's labels just after finishing its video); the labelled part is used. Anything else is a broken session.
+    if video_frames > len(labels) and video_frames - counts[-1] != len(labels):
+        raise UserError(f"{d}: labels.csv has {len(labels)} rows but the video has {video_frames} frames (label rows are missing)")
     starts = meta.get("episode_starts") or [0]
     if not isinstance(starts, list) or not all(isinstance(i, int) and 0 <= i for i in starts):
         raise UserError(f"{d / 'meta.yaml'}: 'episode_starts' must be a list of frame numbers")

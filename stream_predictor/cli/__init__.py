@@ -27,6 +27,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "eval": ("eval_cmd", "accuracy, macro-F1 and confusion matrix on sessions, through the real Predictor"),
     "play": ("play_cmd", "the agent plays a game (ale:Pong) through the real threads; scores as JSON"),
     "host": ("host_cmd", "a game in a window, played from the keyboard: a target for screen → keys agents"),
+    "soak": ("soak_cmd", "a long synthetic run: memory, threads, file descriptors and frame accounting"),
     "bench": ("bench_cmd", "per-tick time incremental vs recompute, capture rate, latency"),
 }
 DEFAULT_COMMAND = "play"

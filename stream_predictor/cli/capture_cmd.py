@@ -32,6 +32,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     summary = {"source": spec, "width": width, "height": height, "frames": frames,
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "skipped": skipped,
                "reconnects": cap.stats.reconnects, "captured": cap.stats.captured}
+    if hasattr(source, "unreadable"):
+        summary["unreadable"] = len(source.unreadable)  # image files skipped
     if args.json:
         print(json.dumps(summary))
     else:

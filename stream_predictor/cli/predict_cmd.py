@@ -11,6 +11,7 @@ from ..config import Config
 from ..model import build_model, load_model
 from ..predictor import Predictor, Tick
 from ..sinks import CallbackSink, open_sinks
+from ..sources import open_source
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +41,22 @@ def tick_line(tick: Tick) -> str:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    model = model_from_args(args.weights, cfg)
     specs = ([args.out] if args.out else []) + args.sink
     specs = specs or ["-"]
     to_stdout = any(s in ("-", "jsonl", "jsonl:-") for s in specs)
-    sinks = open_sinks(specs, model.classes, cfg)
+    # The source and the weights first: a bad one must fail before any sink has created (or truncated) an output file.
+    source = open_source(args.source or cfg.source.spec, cfg.source)
+    try:
+        model = model_from_args(args.weights, cfg)
+        sinks = open_sinks(specs, model.classes, cfg)
+    except BaseException:
+        source.close()
+        raise
     if cfg.predict.print_every:
         every = cfg.predict.print_every
         sinks.append(CallbackSink(lambda t: print(tick_line(t), file=sys.stderr) if t.seq % every == 0 else None))
     keep_frames = any(getattr(s, "needs_frames", False) for s in sinks)
-    try:
-        predictor = Predictor.from_config(model, cfg, args.source, sinks, args.max_frames, keep_frames=keep_frames)
-    except BaseException:
-        for sink in sinks:
-            sink.close()
-        raise
+    predictor = Predictor.from_config(model, cfg, source, sinks, args.max_frames, keep_frames=keep_frames)
     for sink in sinks:
         if hasattr(sink, "predictor"):
             sink.predictor = predictor

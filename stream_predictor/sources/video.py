@@ -28,7 +28,9 @@ class VideoFile(Source):
             raise SourceError(f"no such video file: {path}")
         if path.stat().st_size == 0:
             raise SourceError(f"video file is empty (0 bytes): {path}")
-        self._cap = cv2.VideoCapture(str(path))
+        # FFmpeg when it is there: OpenCV's own AVI reader prints parse errors straight to stderr.
+        api = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else cv2.CAP_ANY
+        self._cap = cv2.VideoCapture(str(path), api)
         if not self._cap.isOpened():
             raise SourceError(f"cannot decode video file (unknown or corrupt format): {path}")
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -38,6 +40,10 @@ class VideoFile(Source):
     def read(self, out: np.ndarray | None = None) -> Frame | None:
         ok, image = cv_read(self._cap, out)
         if not ok:
+            # Containers may estimate their frame count, so a shortfall of a frame or two is not an error.
+            if self.frame_count and self._seq < 0.98 * self.frame_count - 1:
+                raise SourceError(f"video file is truncated or corrupt: decoding stopped after {self._seq} of "
+                                  f"{self.frame_count} frames: {self.name}")
             return None
         t = self._seq / self.fps if self.fps > 0 else None
         return self._frame(image, t)
