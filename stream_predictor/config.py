@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,8 +208,13 @@ def _merge(obj: Any, data: dict, prefix: str = "") -> None:
 def _parse_override(text: str) -> dict:
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise ConfigError(f"override '{text}' is not key=value")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+        raise ConfigError(f"override {text!r} is not key=value")
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", key.strip()):
+        raise ConfigError(f"override key {key!r} is not a dotted config name such as model.hidden")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {key!r}: the value {raw!r} is not valid YAML ({str(e).splitlines()[0]})") from None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value

@@ -183,6 +183,8 @@ def load_session(path: str | Path) -> Session:
             if label not in index:
                 raise UserError(f"{labels_file}, row {row_no}: unknown label {label!r}; classes are {classes}")
             labels.append(index[label])
+    if not labels:
+        raise UserError(f"{labels_file}: no labelled frames")
     segments = sorted((d / "video").glob(SEGMENT_GLOB)) if (d / "video").is_dir() else []
     segments = [s for s in segments if ".tmp" not in s.name]
     if not segments:

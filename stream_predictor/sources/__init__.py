@@ -60,6 +60,8 @@ def parse_spec(spec: str) -> SourceSpec:
     spec = str(spec).strip()
     if not spec:
         raise SourceError("empty source spec")
+    if any(ord(c) < 32 or ord(c) == 127 for c in spec):
+        raise SourceError(f"source spec {spec!r} contains control characters")
     base = spec.partition("?")[0]
     if re.fullmatch(r"\d+", base) or re.fullmatch(r"/dev/video\d+", base):  # a camera by index or by device node
         return SourceSpec("camera", re.sub(r"\D", "", base), _options(spec.partition("?")[2], "camera", spec))
