@@ -106,13 +106,15 @@ def test_sigterm_stops_predict_and_releases_keys(tmp_path):
                              "keys.map=[left:a, straight:s, right:d]",
                              "model.hidden=16", "model.feature_dim=16"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while (not (tmp_path / "ticks.jsonl").exists() or (tmp_path / "ticks.jsonl").stat().st_size == 0) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=10)
+    try:
+        deadline = time.monotonic() + 60
+        while (not (tmp_path / "ticks.jsonl").exists() or (tmp_path / "ticks.jsonl").stat().st_size == 0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
     stopped_s = time.monotonic() - t0
     assert proc.returncode == 130, err
     assert stopped_s < 2.0
@@ -336,18 +338,20 @@ def test_pause_hotkey_and_sigterm_with_real_key_presses(xvfb, tmp_path):
                              "--sink", "keys", "--sink", f"jsonl:{ticks}", "keys.backend=pynput",
                              "keys.map=[left:a, straight:s, right:d]", "model.hidden=16", "model.feature_dim=16"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while (not ticks.exists() or ticks.stat().st_size == 0) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
-    assert _keys_down() >= 1  # the agent holds its class's key
-    subprocess.run(["xdotool", "key", "F9"], check=True)
-    deadline = time.monotonic() + 5
-    while _keys_down() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _keys_down() == 0  # paused: everything released, nothing pressed
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=10)
+    try:
+        deadline = time.monotonic() + 60
+        while (not ticks.exists() or ticks.stat().st_size == 0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert _keys_down() >= 1  # the agent holds its class's key
+        subprocess.run(["xdotool", "key", "F9"], check=True)
+        deadline = time.monotonic() + 5
+        while _keys_down() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _keys_down() == 0  # paused: everything released, nothing pressed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
     assert proc.returncode == 130 and "keys paused" in err
     assert _keys_down() == 0
 

@@ -252,14 +252,16 @@ def test_sigterm_during_record_finishes_the_open_segment(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "record", "--source", "synthetic:bounce?fps=100",
                              "--out", str(out), "record.segment_frames=1000", "replay=realtime"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while not (out / "video").exists() or not any((out / "video").iterdir()):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
-    time.sleep(1.0)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=10)
+    try:
+        deadline = time.monotonic() + 30
+        while not (out / "video").exists() or not any((out / "video").iterdir()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
     assert time.monotonic() - t0 < 2.0
     session = load_session(out)
     assert 20 < session.frames < 1000  # the segment that was open when the signal came was finished and kept
