@@ -50,7 +50,7 @@ def _options(text: str, kind: str, spec: str) -> dict:
             raise SourceError(f"source option '{part}' in '{spec}' is not key=value")
         if key not in OPTIONS[kind]:
             known = ", ".join(sorted(OPTIONS[kind])) or "none"
-            raise SourceError(f"unknown option '{key}' for a {kind} source in '{spec}'; known: {known}")
+            raise SourceError(f"unknown option '{key}' for source kind '{kind}' in '{spec}'; known: {known}")
         options[key] = yaml.safe_load(value)
     return options
 
