@@ -9,7 +9,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from stream_predictor.sources import open_source
 from stream_predictor.sources.base import Frame, Source
 
 from conftest import write_video
+from test_sources import MjpegHandler, collect
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,58 +166,20 @@ def test_unreadable_image_is_skipped_and_counted(tmp_path):
 # --- faults ------------------------------------------------------------------------------------------------
 
 
-class StallingMjpeg:
-    """An MJPEG-over-HTTP camera that sends a few frames per connection, then stalls with the connection open."""
-
-    def __init__(self, per_connection: int = 5, stall_s: float = 30.0) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        outer = self
-        self.connections = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.connections += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                for i in range(per_connection):
-                    _, jpg = cv2.imencode(".jpg", np.full((48, 64, 3), 60 + i * 20, np.uint8))
-                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
-                                     + jpg.tobytes() + b"\r\n")
-                    self.wfile.flush()
-                time.sleep(stall_s)  # the camera hangs: no bytes, no close
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cam.mjpg"
-
-
 def test_a_stalled_stream_is_reconnected_by_the_watchdog_with_no_fake_frames():
-    cam = StallingMjpeg()
-    try:
-        from stream_predictor.config import SourceConfig
+    from stream_predictor.config import SourceConfig
 
-        source = open_source(cam.url, SourceConfig(read_timeout_s=1.0))
-        got = []
+    srv, handler, url = MjpegHandler.server(per_connection=5, stall_s=30.0)  # a camera that hangs after 5 frames
+    try:
+        source = open_source(url, SourceConfig(read_timeout_s=1.0))
         with CaptureThread(source, ring_size=64, reconnect_backoff_s=0.05) as cap:
-            deadline = time.monotonic() + 30
-            last = -1
-            while len(got) < 8 and time.monotonic() < deadline:
-                f = cap.ring.wait_newer(last, 0.5)
-                if f is not None:
-                    got.append(int(f.image.mean()))
-                    last = f.seq
+            got = collect(cap, 8, 30)
             events = [what for _, what in cap.events]
-        assert len(got) >= 8 and cam.connections >= 2
-        assert all(v >= 50 for v in got)  # real frames only: nothing black was made up during the stall
+        assert len(got) >= 8 and handler.connections >= 2
+        assert all(v >= 30 for _, v in got)  # real frames only: nothing black was made up during the stall
         assert any("reconnecting" in e for e in events) and "reconnected" in events
     finally:
-        cam.server.shutdown()
+        srv.shutdown()
 
 
 class GappyLive(Source):

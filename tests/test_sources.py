@@ -269,10 +269,11 @@ def test_screen_capture_under_xvfb_reads_back_a_pattern(xvfb):
 
 
 class MjpegHandler:
-    """An MJPEG-over-HTTP camera on localhost: each connection gets `per_connection` frames, then drops."""
+    """An MJPEG-over-HTTP camera on localhost: each connection gets `per_connection` frames, then drops
+    (or, with `stall_s`, hangs that long first with the connection open, sending nothing)."""
 
     @staticmethod
-    def server(per_connection: int):
+    def server(per_connection: int, stall_s: float = 0.0):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         class Handler(BaseHTTPRequestHandler):
@@ -287,14 +288,28 @@ class MjpegHandler:
                     ok, jpg = cv2.imencode(".jpg", np.full((48, 64, 3), 40 + i * 8, np.uint8))
                     self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
                                      + jpg.tobytes() + b"\r\n")
+                    self.wfile.flush()
                     time.sleep(0.005)
+                time.sleep(stall_s)
 
             def log_message(self, *args):
                 pass
 
         srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        srv.daemon_threads = True
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         return srv, Handler, f"http://127.0.0.1:{srv.server_address[1]}/cam.mjpg"
+
+
+def collect(cap: CaptureThread, n: int, seconds: float) -> list[tuple[int, int]]:
+    """(seq, mean pixel value) of up to n frames the ring hands over, waiting at most `seconds` in all."""
+    got, last, deadline = [], -1, time.monotonic() + seconds
+    while len(got) < n and time.monotonic() < deadline:
+        f = cap.ring.wait_newer(last, 0.5)
+        if f is not None:
+            got.append((f.seq, int(f.image.mean())))
+            last = f.seq
+    return got
 
 
 def test_http_stream_reads_and_reconnects_after_a_drop():
@@ -302,15 +317,8 @@ def test_http_stream_reads_and_reconnects_after_a_drop():
     try:
         source = open_source(url)
         assert source.live and parse_spec(url).kind == "stream"
-        got = []
         with CaptureThread(source, ring_size=64, reconnect_backoff_s=0.05) as cap:
-            deadline = time.monotonic() + 20
-            last = -1
-            while len(got) < 50 and time.monotonic() < deadline:
-                f = cap.ring.wait_newer(last, 1)
-                if f is not None:
-                    got.append((f.seq, int(f.image.mean())))
-                    last = f.seq
+            got = collect(cap, 50, 20)
         assert [s for s, _ in got][:50] == list(range(50))  # seq runs on across reconnects
         assert cap.stats.reconnects >= 2 and handler.connections >= 3
         assert all(v >= 30 for _, v in got)  # only real frames: no black filler
