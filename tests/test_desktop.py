@@ -364,3 +364,17 @@ def test_monitor_choice_under_xvfb(xvfb):
         open_source("screen?monitor=5")
     with pytest.raises(UserError, match="outside monitor"):
         open_source("screen:1000,700,100,100")
+
+
+def test_preview_window_shows_annotated_frames_under_xvfb(xvfb, video):
+    model = model_for_video(0, decode_all(video))
+    preview = open_sink("preview", model.classes, Config())
+    seen = []
+
+    def window_is_there(tick):
+        if tick.seq == 10:
+            seen.append(subprocess.run(["xdotool", "search", "--name", "^stream-predictor$"], capture_output=True).stdout.strip())
+
+    with Predictor(model, str(video), sinks=[preview, window_is_there], keep_frames=True, max_frames=20) as p:
+        p.run()
+    assert preview.shown == 20 and seen and seen[0]  # an X window titled like the preview existed while it ran
