@@ -119,7 +119,8 @@ def test_multi_predictor_streams_of_different_length(video):
 def test_cuda_graph_replay_matches_the_cpu(video, dtype, tol):
     frames = decode_all(video)
     model = model_for_video(0, frames)
-    cpu = [TickEngine(model)(f)[0] for f in frames]
+    on_cpu = TickEngine(model)
+    cpu = [on_cpu(f, [t == 0])[0] for t, f in enumerate(frames)]
     gpu = TickEngine(model.to("cuda"), dtype=dtype, graph=True)
     got = [gpu(f, [t == 0])[0] for t, f in enumerate(frames)]
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(cpu), atol=tol)
