@@ -228,8 +228,10 @@ class TickEngine:
 
     # --- per tick ----------------------------------------------------------------------------------
     def reset(self) -> None:
-        for s in getattr(self, "state", ()):
-            s.zero_()
+        """Zero every stream's recurrent state."""
+        with torch.inference_mode():  # the buffers may have been made inside inference mode
+            for s in getattr(self, "state", ()):
+                s.zero_()
 
     def submit(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None) -> None:
         """Start a tick: copy the frames in, then run (or replay) it. On CUDA this returns before the GPU is done."""
