@@ -38,7 +38,6 @@ class MultiPredictor:
         p = self.cfg.predict
         self.engine = TickEngine(model, len(self.sources), p.dtype, p.graph if model.head.weight.device.type == "cuda" else False,
                                  p.fast_cpu)
-        self.ticks = 0
 
     def __enter__(self) -> MultiPredictor:
         if self.cfg.predict.threads > 0:
@@ -56,40 +55,27 @@ class MultiPredictor:
 
     def __iter__(self) -> Iterator[list[Tick | None]]:
         k = len(self.captures)
-        last = [-1] * k
+        feeds = [cap.frames() for cap in self.captures]  # each ends (or raises the capture error) with its stream
         batch: np.ndarray | None = None
-        done = [False] * k
         with torch.inference_mode():
-            while not all(done):
-                got: list = [None] * k
-                for i, cap in enumerate(self.captures):
-                    while not done[i] and got[i] is None:
-                        got[i] = cap.ring.wait_newer(last[i], 0.25)
-                        if got[i] is None and cap.ring.closed and cap.ring.newest_seq <= last[i]:
-                            if cap.ring.error is not None:
-                                raise cap.ring.error
-                            done[i] = True
-                    if got[i] is not None:
-                        if batch is None:
-                            batch = np.zeros((k, *got[i].image.shape), np.uint8)
-                        if got[i].image.shape != batch.shape[1:]:
-                            raise UserError(f"stream {i} ({self.sources[i].name}) has frames of {got[i].image.shape}, the others "
-                                            f"{batch.shape[1:]}: batched streams need one frame size")
-                        batch[i] = got[i].image
-                        cap.ring.release()
+            while True:
+                got = [next(feed, None) if feed is not None else None for feed in feeds]
+                feeds = [feed if f is not None else None for feed, f in zip(feeds, got)]
                 if all(f is None for f in got):
                     break
-                first = [f is not None and f.first for f in got]
-                probs, classes = self.engine(batch, first)
-                now = time.monotonic()
-                ticks: list[Tick | None] = []
                 for i, f in enumerate(got):
                     if f is None:
-                        ticks.append(None)
-                        continue
-                    last[i] = f.seq
-                    c = int(classes[i])
-                    ticks.append(Tick(f.seq, f.t_capture, now, (now - f.t_capture) * 1000.0, c, self.model.classes[c],
-                                      probs[i].tolist(), f.skipped, False, f.first))
-                self.ticks += 1
-                yield ticks
+                        continue  # an ended stream keeps its last frame in the batch
+                    if batch is None:
+                        batch = np.zeros((k, *f.image.shape), np.uint8)
+                    if f.image.shape != batch.shape[1:]:
+                        raise UserError(f"stream {i} ({self.sources[i].name}) has frames of {f.image.shape}, the others "
+                                        f"{batch.shape[1:]}: batched streams need one frame size")
+                    batch[i] = f.image
+                    self.captures[i].ring.release()
+                probs, classes = self.engine(batch, [f is not None and f.first for f in got])
+                now = time.monotonic()
+                yield [None if f is None else
+                       Tick(f.seq, f.t_capture, now, (now - f.t_capture) * 1000.0, int(classes[i]),
+                            self.model.classes[int(classes[i])], probs[i].tolist(), f.skipped, False, f.first)
+                       for i, f in enumerate(got)]

@@ -113,8 +113,7 @@ class Predictor:
     def __init__(self, model: StreamModel, source: str | Source, mode: str = "stateful", replay: str = "lockstep",
                  window: int = 16, tick_hz: float = 0.0, ema: float = 0.0, hysteresis: float = 0.0,
                  sinks: Sequence = (), ring_size: int = 32, threads: int = 1, max_frames: int = 0,
-                 max_gap_s: float = 1.0, config: Config | None = None, keep_frames: bool = False,
-                 engine: TickEngine | None = None) -> None:
+                 max_gap_s: float = 1.0, config: Config | None = None, keep_frames: bool = False) -> None:
         if mode not in ("stateful", "windowed"):
             raise UserError(f"predict mode must be stateful or windowed, got '{mode}'")
         if window < 1:
@@ -132,7 +131,9 @@ class Predictor:
         self.capture = CaptureThread(self.source, ring_size, replay, max_frames, c.reconnect_max, c.reconnect_backoff_s)
         self.features = FeatureRing(window, model.feature_dim, self.device)
         p = self.cfg.predict
-        self.engine = engine or TickEngine(model, 1, p.dtype, p.graph if self.device.type == "cuda" else False, p.fast_cpu)
+        # Windowed mode runs the LSTM over cached features itself: the engine only encodes.
+        self.engine = TickEngine(model, 1, p.dtype, p.graph if self.device.type == "cuda" else False, p.fast_cpu,
+                                 step=mode == "stateful")
         self.stats = PredictorStats()
         self.error: BaseException | None = None
         self._stop = threading.Event()

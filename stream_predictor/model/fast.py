@@ -146,7 +146,7 @@ class TickEngine:
     """
 
     def __init__(self, model: StreamModel, streams: int = 1, dtype: str = "float32", graph: bool | None = None,
-                 fast_cpu: bool = True) -> None:
+                 fast_cpu: bool = True, step: bool = True) -> None:
         if dtype not in DTYPES:
             raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
         self.model = model.eval()
@@ -159,6 +159,7 @@ class TickEngine:
         if self.use_graph and self.device.type != "cuda":
             raise UserError("CUDA graphs need a CUDA device")
         self.fast_cpu = fast_cpu and self.device.type == "cpu"
+        self.step = step  # False: encode only (`features`), for callers that run the temporal model themselves
         self._net = model if self.dtype == torch.float32 else cast_copy(model, self.dtype)
         self._shape: tuple[int, int] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -209,11 +210,13 @@ class TickEngine:
     def _model_tick(self) -> None:
         """Encode → step → probabilities and class ids, from the preprocessed frames in `self.x`."""
         feats = self._encode(self.x)
+        self.features.copy_(feats)
+        if not self.step:
+            return
         logits, state = self._step(feats, self.state, self.first)
         for old, new in zip(self.state, state):
             if new is not old:
                 old.copy_(new)
-        self.features.copy_(feats)
         torch.softmax(logits.float(), -1, out=self.probs)
         torch.argmax(logits, -1, out=self.classes)
 
