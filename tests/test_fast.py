@@ -9,7 +9,7 @@ import torch
 from stream_predictor import UserError
 from stream_predictor.config import ModelConfig
 from stream_predictor.model import build_model
-from stream_predictor.model.fast import TickEngine, packed_cell, packed_encoder
+from stream_predictor.model.fast import TickEngine, _sparse_linear, packed_cell, packed_encoder
 from stream_predictor.multi import MultiPredictor
 
 from conftest import decode_all
@@ -25,25 +25,34 @@ def nature(seed: int = 0, **kw):
 
 
 @needs_onednn
-def test_packed_encoder_equals_the_module_and_declines_what_it_cannot_pack():
+@pytest.mark.parametrize("streams", [1, 3])  # one stream: the fc layer is the sparse product over non-zero inputs
+def test_packed_encoder_equals_the_module_and_declines_what_it_cannot_pack(streams):
     model = nature()
-    enc = packed_encoder(model.encoder, (3, 1, 84, 84))
+    enc = packed_encoder(model.encoder, (streams, 1, 84, 84))
     assert enc is not None
-    x = torch.randn(3, 1, 84, 84) * 2
+    x = torch.randn(streams, 1, 84, 84) * 2
     with torch.inference_mode():
         torch.testing.assert_close(enc(x), model.encoder(x), atol=1e-5, rtol=1e-5)
     resnet = build_model(ModelConfig(encoder="resnet18", input_size=[64, 64]))
     assert packed_encoder(resnet.encoder, (1, 3, 64, 64)) is None  # batch norm, pooling, residuals: the module runs
 
 
+def test_sparse_linear_equals_the_dense_product_at_any_sparsity():
+    w, b = torch.randn(40, 300), torch.randn(40)
+    for zeros in (0.0, 0.5, 0.97, 1.0):
+        x = torch.randn(1, 300).relu_() * (torch.rand(1, 300) >= zeros)
+        torch.testing.assert_close(_sparse_linear(x, w.t().contiguous(), b), torch.nn.functional.linear(x, w, b), atol=1e-5, rtol=1e-5)
+    assert torch.equal(_sparse_linear(torch.zeros(1, 300), w.t().contiguous(), None), torch.zeros(1, 40))
+
+
 @needs_onednn
-@pytest.mark.parametrize("layers", [1, 2])
-def test_packed_cell_follows_the_lstm_over_many_steps(layers):
+@pytest.mark.parametrize("layers,streams", [(1, 2), (2, 2), (1, 1), (2, 1)])  # one stream: sparse first-layer gates
+def test_packed_cell_follows_the_lstm_over_many_steps(layers, streams):
     model = nature(1, layers=layers)
-    cell = packed_cell(model)
+    cell = packed_cell(model, streams)
     assert cell is not None
-    feats = torch.randn(300, 2, model.feature_dim)
-    ref = fast = model.init_state(2)
+    feats = torch.randn(300, streams, model.feature_dim).relu_()  # features come out of a ReLU
+    ref = fast = model.init_state(streams)
     with torch.inference_mode():
         for t in range(300):
             want, ref = model.step_features(feats[t], ref)
