@@ -9,7 +9,7 @@ import torch
 from stream_predictor import UserError
 from stream_predictor.config import ModelConfig
 from stream_predictor.model import build_model
-from stream_predictor.model.fast import TickEngine, _sparse_linear, packed_cell, packed_encoder
+from stream_predictor.model.fast import TickEngine, _sparse_linear, cast_copy, packed_cell, packed_encoder
 from stream_predictor.multi import MultiPredictor
 
 from conftest import decode_all
@@ -69,12 +69,37 @@ def test_engine_matches_the_offline_model_on_a_real_video_with_a_reset(video, fa
     expected_a = offline(model, frames[:25])
     expected_b = offline(model, frames[25:])  # a new episode starts at frame 25
     engine = TickEngine(model, fast_cpu=fast_cpu)
+    engine.prepare(*frames.shape[1:3])
+    buffers = [engine.frames, engine.first, engine.x, engine.features, engine.probs, engine.classes, *engine.state]
+    pointers = [b.data_ptr() for b in buffers]
     probs, classes = zip(*(engine(frames[t], [t == 25]) for t in range(len(frames))))
     probs, classes = np.concatenate(probs), np.concatenate(classes)
+    # what a CUDA graph relies on: every tick reads and writes the same buffers (fast_cpu=False is the GPU's code path)
+    assert [b.data_ptr() for b in (engine.frames, engine.first, engine.x, engine.features, engine.probs,
+                                   engine.classes, *engine.state)] == pointers
     expected = torch.cat([expected_a, expected_b]).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert classes.tolist() == expected.argmax(-1).tolist()
     assert len(set(classes.tolist())) > 1
+
+
+def test_half_precision_copy_keeps_the_classes_on_the_cpu(video):
+    """The GPU's float16/bfloat16 option is `cast_copy` + float32 preprocessing; its arithmetic checked here in bfloat16."""
+    frames = decode_all(video)
+    model = model_for_video(0, frames)
+    half = cast_copy(model, torch.bfloat16)
+    assert half.encoder[0][0].weight.dtype == torch.bfloat16 and model.encoder[0][0].weight.dtype == torch.float32
+    with torch.inference_mode():
+        x = model.preproc(torch.from_numpy(frames))  # preprocessing stays float32, as in the engine
+        feats = half.encode(x.to(torch.bfloat16))
+        state, probs = tuple(s.to(torch.bfloat16) for s in half.init_state(1)), []
+        for t in range(len(frames)):
+            logits, state = half.step_features(feats[t : t + 1], state)
+            probs.append(torch.softmax(logits.float(), -1))
+    want, diff = offline(model, frames), (torch.cat(probs) - offline(model, frames)).abs()
+    assert diff.max() < 0.1 and diff.mean() < 0.03, (diff.max(), diff.mean())  # bfloat16 keeps 8 bits of mantissa
+    agree = (torch.cat(probs).argmax(-1) == want.argmax(-1)).float().mean().item()
+    assert agree >= 0.8, agree  # this model's classes are often close calls
 
 
 def test_batched_streams_are_independent_of_each_other(video):
