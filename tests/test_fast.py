@@ -70,13 +70,16 @@ def test_engine_matches_the_offline_model_on_a_real_video_with_a_reset(video, fa
     expected_b = offline(model, frames[25:])  # a new episode starts at frame 25
     engine = TickEngine(model, fast_cpu=fast_cpu)
     engine.prepare(*frames.shape[1:3])
-    buffers = [engine.frames, engine.first, engine.x, engine.features, engine.probs, engine.classes, *engine.state]
-    pointers = [b.data_ptr() for b in buffers]
+
+    def pointers() -> list[int]:
+        return [b.data_ptr() for b in (engine.frames, engine.first, engine.x, engine.features, engine.probs, engine.classes,
+                                       *engine.state)]
+
+    before = pointers()
     probs, classes = zip(*(engine(frames[t], [t == 25]) for t in range(len(frames))))
     probs, classes = np.concatenate(probs), np.concatenate(classes)
     # what a CUDA graph relies on: every tick reads and writes the same buffers (fast_cpu=False is the GPU's code path)
-    assert [b.data_ptr() for b in (engine.frames, engine.first, engine.x, engine.features, engine.probs,
-                                   engine.classes, *engine.state)] == pointers
+    assert pointers() == before
     expected = torch.cat([expected_a, expected_b]).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert classes.tolist() == expected.argmax(-1).tolist()
@@ -96,9 +99,10 @@ def test_half_precision_copy_keeps_the_classes_on_the_cpu(video):
         for t in range(len(frames)):
             logits, state = half.step_features(feats[t : t + 1], state)
             probs.append(torch.softmax(logits.float(), -1))
-    want, diff = offline(model, frames), (torch.cat(probs) - offline(model, frames)).abs()
+    got, want = torch.cat(probs), offline(model, frames)
+    diff = (got - want).abs()
     assert diff.max() < 0.1 and diff.mean() < 0.03, (diff.max(), diff.mean())  # bfloat16 keeps 8 bits of mantissa
-    agree = (torch.cat(probs).argmax(-1) == want.argmax(-1)).float().mean().item()
+    agree = (got.argmax(-1) == want.argmax(-1)).float().mean().item()
     assert agree >= 0.8, agree  # this model's classes are often close calls
 
 
