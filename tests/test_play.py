@@ -119,3 +119,12 @@ def test_the_default_job_plays_with_the_shipped_weights():
     assert r.returncode == 0, r.stderr
     assert "tick seq=0 " in r.stderr and "tick seq=200 " in r.stderr  # a tick line now and then
     assert "ale:Pong: scores [" in r.stdout and "decision latency" in r.stdout
+
+
+def test_the_shipped_agent_outscores_the_game():
+    """The shipped weights, through the real threads, win more points than they lose in a short game."""
+    from stream_predictor.model import load_model
+
+    cfg = load_config("pong", overrides=["source.max_episode_steps=3000"])
+    result = play(load_model(ROOT / "weights" / "pong.safetensors"), cfg, "ale:Pong", episodes=1, seed=1000, mode="fast")
+    assert result["scores"][0] > 0  # a player that stays still has lost all 21 points (-21) by then
