@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +48,10 @@ def cached_pixels(session: Session, pre: Preprocess, cache_dir: str | Path, prog
     path = cache / f"{session.dir.name}-{_cache_key(session, pre)}.npy"
     if path.exists():
         return np.load(path, mmap_mode="r")
-    tmp = path.with_name(path.name + ".tmp.npy")
+    # Each writer has its own temporary file (two trainings may build the same cache at once); the rename is atomic.
+    fd, name = tempfile.mkstemp(dir=cache, prefix=path.stem + ".", suffix=".tmp.npy")
+    os.close(fd)
+    tmp = Path(name)
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(session.frames, pre.channels, *pre.size))
     i, batch = 0, []
     bar = tqdm(total=session.frames, desc=f"decode {session.dir.name}", unit="f", disable=not progress, leave=False)

@@ -114,6 +114,30 @@ def test_frame_cache_is_reused_and_keyed_by_preprocessing(motion, tmp_path):
     assert a.dtype == np.uint8 and a.shape == (800, 1, 48, 64)
 
 
+def test_two_writers_build_the_same_frame_cache_at_once(motion, tmp_path):
+    """Two trainings started together on new data both decode it; neither may break the other's file."""
+    import threading
+
+    cache, pre = tmp_path / "cache", Preprocess([48, 64], True, [], [0.5], [0.5])
+    start, results, errors = threading.Barrier(2), [], []
+
+    def build():
+        start.wait()
+        try:
+            results.append(np.array(load_data([motion / "b"], pre, cache, progress=False).pixels[0]))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 2 and np.array_equal(results[0], results[1])
+    assert [p.name.endswith(".tmp.npy") for p in cache.iterdir()] == [False]  # one cache file, no leftovers
+
+
 def test_lanes_reset_at_session_starts_and_skip_burn_in(motion):
     pre = Preprocess([48, 64], True, [], [0.5], [0.5])
     data = load_data([motion / "a", motion / "b"], pre, motion / "cache", progress=False)
