@@ -66,23 +66,25 @@ def cached_pixels(session: Session, pre: Preprocess, cache_dir: str | Path, prog
             bar.update(len(batch))
             batch = []
 
-    for seg in session.segments:
-        cap = cv2.VideoCapture(str(seg))
-        while i + len(batch) < session.frames:
-            ok, image = cap.read()
-            if not ok:
-                break
-            batch.append(image)
-            if len(batch) == 256:
-                flush()
-        cap.release()
-    flush()
-    bar.close()
-    if i != session.frames:
+    try:  # the temporary file goes whatever happens: renamed into place, or removed
+        for seg in session.segments:
+            cap = cv2.VideoCapture(str(seg))
+            while i + len(batch) < session.frames:
+                ok, image = cap.read()
+                if not ok:
+                    break
+                batch.append(image)
+                if len(batch) == 256:
+                    flush()
+            cap.release()
+        flush()
+        bar.close()
+        if i != session.frames:
+            raise UserError(f"{session.dir}: decoded {i} frames but labels.csv has {session.frames}")
+        out.flush()
+        tmp.replace(path)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"{session.dir}: decoded {i} frames but labels.csv has {session.frames}")
-    out.flush()
-    tmp.replace(path)
     return np.load(path, mmap_mode="r")
 
 

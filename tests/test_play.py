@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from stream_predictor.config import ModelConfig, load_config
-from stream_predictor.model import build_model, save_model
+from stream_predictor.model import build_model, load_model, save_model
 from stream_predictor.play import ActionSink, play, play_expert
 from stream_predictor.predictor import Predictor
 from stream_predictor.sources import open_source
@@ -123,8 +123,6 @@ def test_the_default_job_plays_with_the_shipped_weights():
 
 def test_the_shipped_agent_outscores_the_game():
     """The shipped weights, through the real threads, win more points than they lose in a short game."""
-    from stream_predictor.model import load_model
-
     cfg = load_config("pong", overrides=["source.max_episode_steps=3000"])
     result = play(load_model(ROOT / "weights" / "pong.safetensors"), cfg, "ale:Pong", episodes=1, seed=1000, mode="fast")
     assert result["scores"][0] > 0  # a player that stays still has lost all 21 points (-21) by then

@@ -125,7 +125,7 @@ def test_two_writers_build_the_same_frame_cache_at_once(motion, tmp_path):
         start.wait()
         try:
             results.append(np.array(load_data([motion / "b"], pre, cache, progress=False).pixels[0]))
-        except Exception as e:  # noqa: BLE001 - reported below
+        except Exception as e:  # reported below
             errors.append(e)
 
     threads = [threading.Thread(target=build) for _ in range(2)]
