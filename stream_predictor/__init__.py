@@ -8,8 +8,9 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 from .config import Config, load_config  # noqa: E402 - after the environment above
 from .errors import UserError  # noqa: E402
-from .model import build_model, load_model, save_model  # noqa: E402
-from .predictor import Predictor, Tick  # noqa: E402
-from .sources import open_source  # noqa: E402
+from .model import StreamModel, build_model, load_model, save_model  # noqa: E402
+from .runtime import Agent, ModelAgent, MultiPredictor, Predictor, Sink, Tick  # noqa: E402
+from .sources import Source, open_source  # noqa: E402
 
-__all__ = ["Config", "Predictor", "Tick", "UserError", "build_model", "load_config", "load_model", "open_source", "save_model"]
+__all__ = ["Agent", "Config", "ModelAgent", "MultiPredictor", "Predictor", "Sink", "Source", "StreamModel", "Tick", "UserError",
+           "build_model", "load_config", "load_model", "open_source", "save_model"]

@@ -21,7 +21,7 @@ from .errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-@dataclass
+@dataclass(slots=True)
 class SourceConfig:
     spec: str = "ale:Pong"  # what to read: 0, video.mp4, rtsp://…, screen[:x,y,w,h], ale:Game, dir/, synthetic:…
     ring_size: int = 32  # frames kept in the capture ring
@@ -38,7 +38,7 @@ class SourceConfig:
     reconnect_backoff_s: float = 0.5  # live sources: first reconnect delay, doubled on each failure
 
 
-@dataclass
+@dataclass(slots=True)
 class ModelConfig:
     encoder: str = "nature_cnn"  # CNN from the encoder registry
     input_size: list[int] = field(default_factory=lambda: [84, 84])  # (h, w) after resizing
@@ -54,7 +54,7 @@ class ModelConfig:
     classes: list[str] = field(default_factory=lambda: ["left", "straight", "right"])  # ordered class names
 
 
-@dataclass
+@dataclass(slots=True)
 class PredictConfig:
     mode: Literal["auto", "stateful", "windowed"] = "auto"  # O(1) LSTM step per tick, LSTM over the last `window` features, or as trained
     window: int = 0  # cached features used by windowed mode (0: the weights' train.seq_len, else 16)
@@ -70,19 +70,18 @@ class PredictConfig:
     print_every: int = 0  # print one tick line every so many ticks (0: none)
 
 
-@dataclass
+@dataclass(slots=True)
 class RecordConfig:
     labeller: Literal["auto", "keyboard", "expert", "oracle"] = "auto"  # auto: expert for ale:, oracle for synthetic:, else keyboard
     keys: Literal["lsr3", "wasd9"] = "lsr3"  # key preset: left/straight/right (arrows or A/D), or the 9 WASD combinations
-    pause_key: str = "f8"  # toggles pause/resume while recording from the keyboard
     segment_frames: int = 300  # frames per video segment: a crash loses at most the segment being written
     codec: str = "FFV1"  # fourcc of the .avi segments: FFV1 is lossless (training sees what inference sees); MJPG is smaller
-    max_frames: int = 0  # stop after this many recorded frames (0: until the source ends or Ctrl-C)
+    frames: int = 0  # stop after this many recorded frames (0: until the source ends or Ctrl-C)
     seconds: float = 0.0  # stop after this long (0: no limit)
     policy: str = ""  # weights of a model that plays while the expert labels (DAgger); empty: the expert plays
 
 
-@dataclass
+@dataclass(slots=True)
 class TrainConfig:
     mode: Literal["windowed", "stateful"] = "windowed"  # windows from zero state, or truncated BPTT with the state carried
     epochs: int = 10  # passes over the training data
@@ -109,22 +108,32 @@ class TrainConfig:
     threads: int = 0  # torch threads for training (0: torch's default)
 
 
-@dataclass
+@dataclass(slots=True)
 class KeysConfig:
     preset: Literal["lsr3", "wasd9", "none"] = "lsr3"  # class → keys: left/straight/right → arrows; the 9 WASD combos; none
     map: list[str] = field(default_factory=list)  # class:key+key entries over the preset, e.g. [up:up, stay:, down:down]
     backend: Literal["auto", "pynput", "xdotool"] = "auto"  # auto: pynput, else xdotool on X11
-    pause_key: str = "f9"  # toggles pause/resume of key presses (empty: no hotkey)
+    pause_key: str = "f9"  # toggles pause: of key presses in the keys sink, of recording with the keyboard labeller
     dry_run: bool = False  # print the presses and releases instead of pressing
 
 
-@dataclass
+@dataclass(slots=True)
+class ExpertConfig:
+    """The Pong RAM expert's parameters (RAM units); recorded in each session's meta.yaml."""
+
+    coast: int = 12  # how far a pressed paddle is taken to travel on after release when planning (measured: ~16)
+    residual: int = 3  # how far a released, still moving paddle travels on
+    away: float = 0.25  # while the ball goes away, weight of its height against the middle
+    dead_zone: int = 8  # errors smaller than this are left alone (one press moves the paddle ~22 from rest)
+
+
+@dataclass(slots=True)
 class SinkConfig:
     host: str = "127.0.0.1"  # where udp:/tcp: sinks send or listen; localhost unless you mean otherwise
     video_fps: float = 30.0  # frame rate written by the annotated video sink
 
 
-@dataclass
+@dataclass(slots=True)
 class PlayConfig:
     weights: str = "weights/pong.safetensors"  # the agent's weights
     episodes: int = 1  # episodes to play
@@ -132,7 +141,7 @@ class PlayConfig:
     mode: Literal["fast", "realtime"] = "fast"  # fast: the game waits for each decision (deterministic); realtime: native pace
 
 
-@dataclass
+@dataclass(slots=True)
 class Config:
     replay: Literal["lockstep", "realtime"] = "lockstep"  # finite/generated sources: every frame in order, or paced with drops
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -141,6 +150,7 @@ class Config:
     record: RecordConfig = field(default_factory=RecordConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     play: PlayConfig = field(default_factory=PlayConfig)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
 
@@ -156,7 +166,12 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+RENAMED = {"record.max_frames": "record.frames", "record.pause_key": "keys.pause_key"}
+
+
 def _unknown(key: str, prefix: str, here: typing.Iterable[str]) -> ConfigError:
+    if prefix + key in RENAMED:
+        return ConfigError(f"config key '{prefix}{key}' is now '{RENAMED[prefix + key]}'")
     close = [prefix + k for k in difflib.get_close_matches(key, list(here), n=3, cutoff=0.6)]
     close = close or difflib.get_close_matches(prefix + key, _all_keys(Config), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,6 @@ import numpy as np
 import yaml
 
 from .errors import UserError
-from .sources.base import Frame, Source
-from .sources.video import cv_read
 
 SEGMENT_GLOB = "[0-9]*.avi"
 
@@ -204,40 +203,63 @@ def load_session(path: str | Path) -> Session:
     return Session(d, meta, classes, np.asarray(labels, np.int64), segments, float(meta.get("fps") or 30.0), starts)
 
 
-class SessionSource(Source):
-    """A session's segments played back in order as one finite source (`predict --source session_dir`)."""
+class SessionFrames:
+    """A session's frames in order, decoded segment by segment: the one reader of the format's video.
 
-    def __init__(self, path: str | Path, stride: int = 1, frames: int | None = None) -> None:
-        super().__init__()
-        self.session = load_session(path)
-        self.name = str(path)
-        self.stride = stride
-        self.fps = self.session.fps / stride
-        self._last = self.session.frames if frames is None else min(frames, self.session.frames)  # frames of the session used
-        self.frame_count = -(-self._last // stride)
-        self._segments = list(self.session.segments)
+    `read(out)` decodes the next frame (into `out` when it has the frame's shape), `skip()` passes one
+    without decoding; both return None / False after `stop` frames or at the end of the video.
+    """
+
+    def __init__(self, session: Session, stop: int | None = None) -> None:
+        self.stop = session.frames if stop is None else min(stop, session.frames)
+        self.index = 0  # the next frame's number
+        self._segments = list(session.segments)
         self._cap: cv2.VideoCapture | None = None
-        self._index = 0  # index of the next session frame to decode
-        self._starts = set(self.session.episode_starts)
 
-    def read(self, out: np.ndarray | None = None) -> Frame | None:
-        while self._index < self._last:
+    def _next(self, decode: bool, out: np.ndarray | None) -> tuple[bool, np.ndarray | None]:
+        while self.index < self.stop:
             if self._cap is None:
                 if not self._segments:
                     break
                 self._cap = cv2.VideoCapture(str(self._segments.pop(0)))
-            keep = self._index % self.stride == 0
-            ok, image = cv_read(self._cap, out) if keep else (self._cap.grab(), None)
-            if not ok:
-                self._cap.release()
-                self._cap = None
-                continue
-            self._index += 1
-            if keep:
-                first = any(self._index - self.stride <= st < self._index for st in self._starts)
-                return self._frame(image, (self._index - 1) / self.session.fps, first=first)
-        return None
+            if decode:
+                ok, image = self._cap.read(out) if out is not None else self._cap.read()
+            else:
+                ok, image = self._cap.grab(), None
+            if ok:
+                self.index += 1
+                return True, image
+            self._cap.release()
+            self._cap = None
+        return False, None
+
+    def read(self, out: np.ndarray | None = None) -> np.ndarray | None:
+        """The next frame, BGR uint8 (H, W, 3), or None at the end."""
+        return self._next(True, out)[1]
+
+    def skip(self) -> bool:
+        return self._next(False, None)[0]
 
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
+            self._cap = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while (image := self.read()) is not None:
+            yield image
+
+
+def aligned_targets(session: Session, label_delay: int = 0, stride: int = 1) -> tuple[int, np.ndarray, np.ndarray]:
+    """How training pairs frames with labels: frame i with the label of frame i + label_delay, every stride-th frame.
+
+    Returns (n, targets, firsts): the first n frames are used; targets (ceil(n / stride),) class indices, and
+    firsts (same length) bools: true at the first kept frame of each episode, as `SessionSource` replays it.
+    """
+    n = session.frames - label_delay
+    if n < 2:
+        raise UserError(f"{session.dir}: too few frames ({session.frames}) for label_delay {label_delay}")
+    firsts = np.zeros(-(-n // stride), bool)
+    steps = -(-np.asarray(session.episode_starts, np.int64) // stride)  # kept frame at or after each start
+    firsts[steps[steps < len(firsts)]] = True
+    return n, session.labels[label_delay : label_delay + n : stride], firsts

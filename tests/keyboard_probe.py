@@ -7,9 +7,9 @@ Reads commands from stdin, one per line: `label` prints the current label, `paus
 import os
 import sys
 
-from stream_predictor.labellers import KeyboardLabeller
+from stream_predictor.learn.labellers import KeyboardLabeller
 
-labeller = KeyboardLabeller(sys.argv[1] if len(sys.argv) > 1 else "lsr3", pause_key="f8")
+labeller = KeyboardLabeller(sys.argv[1] if len(sys.argv) > 1 else "lsr3", pause_key="f9")
 print("ready", flush=True)
 for line in sys.stdin:
     command = line.strip()

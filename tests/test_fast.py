@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from stream_predictor import UserError
+from stream_predictor import MultiPredictor, UserError
 from stream_predictor.config import ModelConfig
 from stream_predictor.model import build_model
-from stream_predictor.model.fast import TickEngine, _sparse_linear, cast_copy, packed_cell, packed_encoder
-from stream_predictor.multi import MultiPredictor
+from stream_predictor.model.fast import _sparse_linear, cast_copy, packed_cell, packed_encoder
+from stream_predictor.runtime.engine import TickEngine
 
 from conftest import decode_all
 from test_predictor import model_for_video, offline

@@ -6,12 +6,15 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 
+from stream_predictor import Predictor
 from stream_predictor.config import ModelConfig, load_config
+from stream_predictor.games.agents import ActionSink
+from stream_predictor.games.play import play, play_expert
 from stream_predictor.model import build_model, load_model, save_model
-from stream_predictor.play import ActionSink, play, play_expert
-from stream_predictor.predictor import Predictor
+from stream_predictor.session import SessionFrames
 from stream_predictor.sources import open_source
 
 from conftest import ROOT
@@ -35,7 +38,6 @@ def test_decisions_reach_the_game():
         source = open_source("ale:Pong?seed=3&sync=true&sticky=0.0&max_episode_steps=500")
         sink = ActionSink(source, PONG["classes"], episodes=1)
         with Predictor(biased_model(cls), source, replay="lockstep", sinks=[sink], max_frames=60) as p:
-            sink.predictor = p
             ticks = list(p)
             ys[cls] = int(source.ram()[51])
         assert len(ticks) >= 59 and all(t.class_name == cls for t in ticks)
@@ -94,7 +96,7 @@ def test_play_cli_json(tmp_path):
 
 
 def test_replaying_a_recorded_game_gives_the_live_decisions(tmp_path):
-    from stream_predictor.evaluate import evaluate
+    from stream_predictor.learn.evaluate import evaluate
     from stream_predictor.session import load_session
 
     torch.manual_seed(1)
@@ -126,3 +128,37 @@ def test_the_shipped_agent_outscores_the_game():
     cfg = load_config("pong", overrides=["source.max_episode_steps=3000"])
     result = play(load_model(ROOT / "weights" / "pong.safetensors"), cfg, "ale:Pong", episodes=1, seed=1000, mode="fast")
     assert result["scores"][0] > 0  # a player that stays still has lost all 21 points (-21) by then
+
+
+def test_dagger_recording_decides_exactly_as_play(tmp_path):
+    """`record --policy` and `play` decide through the same runtime agent: the same model on the same seed drives
+    the game through the same frames, in the weights' trained mode (windowed here, with smoothing on)."""
+    from stream_predictor.learn.record import record
+    from stream_predictor.session import load_session
+
+    model = load_model(ROOT / "weights" / "pong.safetensors")  # a real policy: its moves vary with what it sees
+    model.trained = {**model.trained, "mode": "windowed", "seq_len": 4}
+    weights = save_model(model, tmp_path / "w.safetensors")
+    cfg = load_config(overrides=["source.max_episode_steps=100", "record.frames=100", "predict.ema=0.3",
+                                 f"record.policy={weights}"])
+    record(cfg, "ale:Pong?seed=1000", tmp_path / "dagger", status=False)
+    played = play(load_model(weights), cfg, "ale:Pong", episodes=1, seed=1000, mode="fast", record=str(tmp_path / "played"))
+    assert played["predict_mode"] == "windowed"
+    dagger, live = load_session(tmp_path / "dagger"), load_session(tmp_path / "played")
+    assert dagger.frames == live.frames == 100
+    assert dagger.meta["expert"] == {"game": "Pong", "coast": 12, "residual": 3, "away": 0.25, "dead_zone": 8}
+    frames_a, frames_b = (list(SessionFrames(s)) for s in (dagger, live))
+    assert all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b))  # the same moves, so the same game
+    assert len({f.tobytes() for f in frames_a}) > 50 and len(set(live.labels.tolist())) > 1  # a moving game, varied moves
+
+
+def test_game_registry_is_explicit():
+    from stream_predictor.errors import UserError
+    from stream_predictor.games import GAMES, get_game, register_game
+
+    assert get_game("ale:Pong").actions == {"up": 2, "stay": 0, "down": 3}
+    with pytest.raises(ValueError, match="already registered"):
+        register_game("Pong", ["up"], {"up": 2})(lambda ram, memory, params: "up")
+    with pytest.raises(UserError, match="experts exist for: ale:Pong"):
+        get_game("ale:Breakout")
+    assert list(GAMES) == ["Pong"]

@@ -8,9 +8,9 @@ import torch
 from stream_predictor import Predictor
 from stream_predictor.config import ModelConfig
 from stream_predictor.model import build_model, save_model
-from stream_predictor.predictor import FeatureRing
+from stream_predictor.runtime.engine import FeatureRing
+from stream_predictor.runtime.smoothing import ema, hysteresis
 from stream_predictor.sinks import CallbackSink, JsonlSink
-from stream_predictor.smoothing import ema, hysteresis
 
 from conftest import decode_all
 from test_cli import cli
@@ -148,14 +148,16 @@ def test_episode_starts_reset_the_state():
     assert p.summary()["resets"] == 4
 
 
-def test_feature_ring_order():
-    ring = FeatureRing(3, 2)
+def test_feature_ring_order_per_stream():
+    ring = FeatureRing(streams=2, size=3, dim=2)
     for i in range(5):
-        ring.push(i, torch.full((2,), float(i)))
-    assert ring.window()[:, 0].tolist() == [2.0, 3.0, 4.0]
-    ring.clear()
-    ring.push(9, torch.ones(2))
-    assert ring.window().shape == (1, 2)
+        ring.push(torch.tensor([[float(i)] * 2, [10.0 + i] * 2]))
+    assert ring.ordered(0)[:, 0].tolist() == [2.0, 3.0, 4.0]
+    assert ring.ordered(1)[:, 0].tolist() == [12.0, 13.0, 14.0]
+    ring.clear(0)
+    ring.push(torch.tensor([[9.0, 9.0], [15.0, 15.0]]))
+    assert ring.ordered(0).tolist() == [[9.0, 9.0]]  # a cleared stream starts again; the other keeps its window
+    assert ring.ordered(1)[:, 0].tolist() == [13.0, 14.0, 15.0]
 
 
 def test_smoothing_is_pure():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from stream_predictor.config import load_config
 from stream_predictor.errors import ConfigError, SourceError, UserError
-from stream_predictor.ring import FrameRing
+from stream_predictor.runtime.ring import FrameRing
 from stream_predictor.session import SessionWriter, load_session
 from stream_predictor.sources import parse_spec
 from stream_predictor.sources.base import Frame

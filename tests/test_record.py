@@ -12,8 +12,8 @@ import pytest
 
 from stream_predictor.config import load_config
 from stream_predictor.errors import UserError
-from stream_predictor.labellers import label_from_keys
-from stream_predictor.record import import_video, record
+from stream_predictor.learn.labellers import label_from_keys
+from stream_predictor.learn.record import import_video, record
 from stream_predictor.session import SessionWriter, load_session
 from stream_predictor.sources import open_source
 from stream_predictor.sources.synthetic import Synthetic
@@ -22,7 +22,7 @@ from conftest import ROOT, decode_all, write_video
 
 
 def test_record_synthetic_with_oracle_labels(tmp_path):
-    cfg = load_config(overrides=["record.max_frames=250", "record.segment_frames=100"])
+    cfg = load_config(overrides=["record.frames=250", "record.segment_frames=100"])
     summary = record(cfg, "synthetic:bounce?width=64&height=48&seed=4", tmp_path / "s", status=False)
     assert summary["frames"] == 250 and summary["skipped"] == 0
     session = load_session(tmp_path / "s")
@@ -43,17 +43,18 @@ def test_record_synthetic_with_oracle_labels(tmp_path):
 
 
 def test_record_refuses_to_overwrite(tmp_path):
-    cfg = load_config(overrides=["record.max_frames=5"])
+    cfg = load_config(overrides=["record.frames=5"])
     record(cfg, "synthetic:bounce", tmp_path / "s", status=False)
     with pytest.raises(UserError, match="already holds a session"):
         record(cfg, "synthetic:bounce", tmp_path / "s", status=False)
 
 
 def test_record_ale_with_the_expert(tmp_path):
-    cfg = load_config(overrides=["record.max_frames=120", "record.segment_frames=60"])
+    cfg = load_config(overrides=["record.frames=120", "record.segment_frames=60", "expert.coast=16"])
     summary = record(cfg, "ale:Pong?seed=7", tmp_path / "pong", status=False)
     session = load_session(tmp_path / "pong")
     assert session.classes == ["up", "stay", "down"] and session.frames == 120
+    assert session.meta["expert"]["coast"] == 16 and session.meta["labeller"] == "ExpertLabeller"  # reproducible labels
     assert len(set(session.labels.tolist())) >= 2  # the expert really steers
     assert summary["frames"] == 120
 
@@ -73,7 +74,7 @@ def test_sigkill_loses_at_most_the_open_segment_and_the_session_trains(tmp_path)
     session = load_session(out)
     assert session.frames >= 200 and session.frames % 50 == 0
     assert len(session.segments) * 50 >= session.frames
-    from stream_predictor.train import train
+    from stream_predictor.learn.train import train
 
     cfg = load_config(overrides=["model.input_size=[48,64]", "model.hidden=16", "model.feature_dim=32", "train.max_steps=3",
                                  "train.seq_len=4", "train.batch_size=4", f"train.cache_dir={tmp_path / 'cache'}"])
@@ -175,7 +176,7 @@ def test_keyboard_labeller_reads_real_keys_under_xvfb(xvfb):
         time.sleep(0.1)
         assert label_while_held("a", "d", want="straight") == "straight"
         assert ask("paused") == "False"
-        subprocess.run(["xdotool", "key", "F8"], check=True)
+        subprocess.run(["xdotool", "key", "F9"], check=True)
         deadline = time.monotonic() + 3
         while ask("paused") != "True" and time.monotonic() < deadline:
             time.sleep(0.02)

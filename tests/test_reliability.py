@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from stream_predictor import Predictor
-from stream_predictor.capture import CaptureThread
 from stream_predictor.config import ModelConfig
 from stream_predictor.model import build_model, save_model
+from stream_predictor.runtime.capture import CaptureThread
 from stream_predictor.session import load_session
-from stream_predictor.soak import soak
 from stream_predictor.sources import open_source
 from stream_predictor.sources.base import Frame, Source
+from stream_predictor.tools.soak import soak
 
 from conftest import write_video
 from test_sources import MjpegHandler, collect

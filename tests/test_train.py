@@ -1,7 +1,6 @@
 """Training for real at tiny sizes: the motion task, both regimes, resume, eval through the Predictor, DDP."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -10,12 +9,12 @@ import pytest
 import torch
 
 from stream_predictor.config import load_config
-from stream_predictor.data import LaneSampler, load_data
-from stream_predictor.evaluate import evaluate
+from stream_predictor.learn.data import LaneSampler, load_data
+from stream_predictor.learn.evaluate import evaluate
+from stream_predictor.learn.record import record
+from stream_predictor.learn.train import train
 from stream_predictor.model import load_model
 from stream_predictor.model.preprocess import Preprocess
-from stream_predictor.record import record
-from stream_predictor.train import train
 
 from conftest import ROOT
 
@@ -28,7 +27,7 @@ def motion(tmp_path_factory):
     """Two recorded sessions of the motion task: the label is the ball's direction since the previous frame."""
     root = tmp_path_factory.mktemp("motion")
     for name, seed, frames in (("a", 1, 2000), ("b", 2, 800)):
-        cfg = load_config(overrides=[f"record.max_frames={frames}"])
+        cfg = load_config(overrides=[f"record.frames={frames}"])
         record(cfg, f"synthetic:bounce?width=64&height=48&seed={seed}", root / name, status=False)
     return root
 
@@ -142,28 +141,32 @@ def test_lanes_reset_at_session_starts_and_skip_burn_in(motion):
     pre = Preprocess([48, 64], True, [], [0.5], [0.5])
     data = load_data([motion / "a", motion / "b"], pre, motion / "cache", progress=False)
     sampler = LaneSampler(data, seq_len=10, lanes=4, burn_in=5)
-    chunks = list(sampler.chunks(epoch=0))
+    chunks = list(sampler.batches(epoch=0))
     assert len(chunks) == len(sampler)
-    x, y, first, w = chunks[0]
+    x, y, first, w = chunks[0].pixels, chunks[0].targets, chunks[0].first, chunks[0].weight
     assert x.shape == (4, 10, 1, 48, 64) and y.shape == first.shape == w.shape == (4, 10)
     assert first[:, 0].all()
-    # A lane that starts mid-session carries no loss on its first 5 frames, unless a session starts there.
-    for lane in range(4):
-        if w[lane, 0] == 0:
-            assert (w[lane, :5] == 0).all() or first[lane, :5].any()
-    seen_first = torch.cat([c[2][:, 1:] for c in chunks], 1).sum()
+    # Lanes start at 700-frame spacings over 2,800 frames (sessions start at 0 and 2,000): at most one lane can
+    # begin at a session start. The others carry no loss on their first 5 frames (burn-in), unless a session
+    # starts inside them; the loss counts again after the burn-in.
+    mid = [lane for lane in range(4) if w[lane, 0] == 0]
+    assert len(mid) >= 3
+    for lane in mid:
+        assert (w[lane, :5] == 0).all() or first[lane, 1:5].any()
+        assert (w[lane, 5:] == 1).all()
+    seen_first = torch.cat([c.first[:, 1:] for c in chunks], 1).sum()
     assert seen_first >= 1  # the boundary between the two sessions is inside some chunk
 
 
 def test_ddp_with_two_cpu_processes(motion, tmp_path):
-    torchrun = shutil.which("torchrun")
-    assert torchrun, "torchrun comes with torch"
     args = ["run.py", "train", "--data", str(motion / "a"), "--val", str(motion / "b"), "--json", *TINY,
             f"train.cache_dir={motion / 'cache'}", "train.seq_len=8", "train.threads=1"]
-    r2 = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *args, "--out", str(tmp_path / "ddp.safetensors"),
+    # torch's launcher through this interpreter: no `torchrun` on PATH is needed (a venv's python called by path)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    r2 = subprocess.run([*launch, *args, "--out", str(tmp_path / "ddp.safetensors"),
                          "train.max_steps=150"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r2.returncode == 0, r2.stderr[-3000:]
     ddp = json.loads(r2.stdout.strip().splitlines()[-1])
     assert ddp["world_size"] == 2 and ddp["steps"] == 150
-    assert ddp["accuracy"] > 0.45
+    assert ddp["accuracy"] > 0.55  # one process, 300 steps: ~0.72; chance ~0.33
     assert (tmp_path / "ddp.safetensors").exists() and (tmp_path / "ddp.metrics.json").exists()

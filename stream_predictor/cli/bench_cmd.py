@@ -9,10 +9,10 @@ import os
 
 import torch
 
-from .. import bench
 from ..config import Config
 from ..errors import UserError
 from ..model import ENCODERS
+from ..tools import bench
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

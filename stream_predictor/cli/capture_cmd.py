@@ -6,8 +6,8 @@ import argparse
 import json
 import time
 
-from ..capture import CaptureThread
 from ..config import Config
+from ..runtime.capture import CaptureThread
 from ..sources import open_source
 
 
@@ -31,9 +31,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         elapsed = time.monotonic() - t0
     summary = {"source": spec, "width": width, "height": height, "frames": frames,
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "skipped": skipped,
-               "reconnects": cap.stats.reconnects, "captured": cap.stats.captured}
-    if hasattr(source, "unreadable"):
-        summary["unreadable"] = len(source.unreadable)  # image files skipped
+               "reconnects": cap.stats.reconnects, "captured": cap.stats.captured, **source.summary()}
     if args.json:
         print(json.dumps(summary))
     else:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..config import Config
-from ..evaluate import evaluate
+from ..learn.evaluate import evaluate
 from ..model import load_model
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..config import Config
-from ..game_window import host
+from ..games.window import host
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

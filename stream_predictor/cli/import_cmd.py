@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..config import Config
-from ..record import import_video
+from ..learn.record import import_video
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

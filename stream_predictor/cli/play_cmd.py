@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..config import CONFIG_DIR, Config
+from ..games.play import play, play_expert
 from ..model import load_model
-from ..play import play, play_expert
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,20 +24,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     pc = cfg.play
+    spec, episodes, mode = args.source or cfg.source.spec, args.episodes or pc.episodes, args.mode or pc.mode
+    seed = pc.seed if args.seed is None else args.seed
     if args.expert:
-        result = play_expert(cfg, args.source or cfg.source.spec, args.episodes or pc.episodes, pc.seed if args.seed is None else args.seed)
-        print(json.dumps(result) if args.json else f"{result['game']} expert: scores {result['scores']}, mean {result['mean_score']}")
+        result = play_expert(cfg, spec, episodes, seed, mode)
+        print(json.dumps(result) if args.json else f"{result['game']} expert: scores {result['scores']}, mean {_mean(result)}")
         return 0
     weights = Path(args.weights or pc.weights)
     if not weights.exists() and not weights.is_absolute() and (CONFIG_DIR.parent / weights).exists():
         weights = CONFIG_DIR.parent / weights  # the shipped weights, wherever run.py is started from
     model = load_model(weights, cfg.predict.device)
-    result = play(model, cfg, args.source or cfg.source.spec, args.episodes or pc.episodes,
-                  pc.seed if args.seed is None else args.seed, args.mode or pc.mode, cfg.predict.print_every, args.record)
+    result = play(model, cfg, spec, episodes, seed, mode, cfg.predict.print_every, args.record)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['game']}: scores {result['scores']}, mean {result['mean_score']}, decision latency "
+        print(f"{result['game']}: scores {result['scores']}, mean {_mean(result)}, decision latency "
               f"p50 {result['latency_ms_p50']} ms / p99 {result['latency_ms_p99']} ms, {result['skipped']} frames skipped, "
               f"{result['ticks']} ticks ({result['mode']} mode, {result['predict_mode']} model)")
     return 0
+
+
+def _mean(result: dict) -> str:
+    mean, sem = result["mean_score"], result["sem"]
+    return "n/a" if mean is None else f"{mean:+.2f}" + (f" ± {sem:.2f} (standard error)" if sem is not None else "")

@@ -9,7 +9,8 @@ import sys
 
 from ..config import Config
 from ..model import build_model, load_model
-from ..predictor import Predictor, Tick
+from ..runtime.predictor import Predictor
+from ..runtime.tick import Tick
 from ..sinks import CallbackSink, open_sinks
 from ..sources import open_source
 
@@ -55,17 +56,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if cfg.predict.print_every:
         every = cfg.predict.print_every
         sinks.append(CallbackSink(lambda t: print(tick_line(t), file=sys.stderr) if t.seq % every == 0 else None))
-    keep_frames = any(getattr(s, "needs_frames", False) for s in sinks)
-    predictor = Predictor.from_config(model, cfg, source, sinks, args.max_frames, keep_frames=keep_frames)
-    for sink in sinks:
-        if hasattr(sink, "predictor"):
-            sink.predictor = predictor
-    with predictor:
+    with Predictor.from_config(model, cfg, source, sinks, args.max_frames) as predictor:
         predictor.run()
     summary = predictor.summary()
-    for sink in sinks:
-        if hasattr(sink, "summary"):
-            summary.update(sink.summary())
     out = sys.stderr if to_stdout and not args.json else sys.stdout
     if args.json:
         print(json.dumps(summary), file=out)

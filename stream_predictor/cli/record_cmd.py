@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..config import Config
-from ..record import record
+from ..learn.record import record
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="new session directory")
     p.add_argument("--labeller", help="keyboard, expert, oracle or auto (default: record.labeller)")
     p.add_argument("--policy", help="weights of a model that plays while the expert labels (DAgger)")
-    p.add_argument("--frames", type=int, help="stop after this many frames (record.max_frames)")
+    p.add_argument("--frames", type=int, help="stop after this many frames (= record.frames)")
     p.add_argument("--json", action="store_true", help="last stdout line is the summary as JSON")
 
 
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.policy:
         cfg.record.policy = args.policy
     if args.frames is not None:
-        cfg.record.max_frames = args.frames
+        cfg.record.frames = args.frames
     try:
         summary = record(cfg, args.source or cfg.source.spec, args.out)
     except KeyboardInterrupt:

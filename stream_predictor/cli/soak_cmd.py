@@ -8,7 +8,7 @@ import json
 from tqdm import tqdm
 
 from ..config import Config
-from ..soak import soak
+from ..tools.soak import soak
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

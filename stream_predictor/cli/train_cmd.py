@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..config import Config
-from ..train import train
+from ..learn.train import train
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""Where ticks go. A sink is a callable taking a Tick, with an optional `close()` (and `needs_frames` when it draws them).
+"""Where ticks go: each sink is a `runtime.tick.Sink`.
 
 `open_sinks(specs, classes, cfg)` builds them from specs:
 `-` / `jsonl:PATH` / `PATH.jsonl` (JSON lines), `csv:PATH` / `PATH.csv`, `udp:PORT`, `tcp:PORT` (host from
@@ -12,9 +12,10 @@ import re
 
 from ..config import Config
 from ..errors import UserError
-from .jsonl import CallbackSink, CsvSink, JsonlSink
+from ..runtime.tick import CallbackSink, Sink
+from .jsonl import CsvSink, JsonlSink
 
-__all__ = ["CallbackSink", "CsvSink", "JsonlSink", "open_sink", "open_sinks"]
+__all__ = ["CallbackSink", "CsvSink", "JsonlSink", "Sink", "open_sink", "open_sinks"]
 
 
 def _address(rest: str, cfg: Config, spec: str) -> tuple[str, int]:
@@ -24,7 +25,7 @@ def _address(rest: str, cfg: Config, spec: str) -> tuple[str, int]:
     return m.group(1) or cfg.sink.host, int(m.group(2))
 
 
-def open_sink(spec: str, classes: list[str], cfg: Config):
+def open_sink(spec: str, classes: list[str], cfg: Config) -> Sink:
     kind, sep, rest = spec.partition(":")
     if spec in ("-", "jsonl"):
         return JsonlSink(None)
@@ -56,14 +57,14 @@ def open_sink(spec: str, classes: list[str], cfg: Config):
     raise UserError(f"unknown sink '{spec}'; known: -, jsonl:PATH, csv:PATH, udp:PORT, tcp:PORT, video:PATH, preview, keys")
 
 
-def open_sinks(specs: list[str], classes: list[str], cfg: Config) -> list:
+def open_sinks(specs: list[str], classes: list[str], cfg: Config) -> list[Sink]:
     """All the sinks named; if one fails to open, those opened before it are closed again."""
-    sinks: list = []
+    sinks: list[Sink] = []
     try:
         for spec in specs:
             sinks.append(open_sink(spec, classes, cfg))
     except BaseException:
         for sink in sinks:
-            getattr(sink, "close", lambda: None)()
+            sink.close()
         raise
     return sinks

@@ -1,15 +1,16 @@
-"""JSON lines (a file or stdout) and a plain Python callback."""
+"""JSON lines (a file or stdout) and CSV rows."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from ..runtime.tick import Sink, Tick
 
 
-class JsonlSink:
+class JsonlSink(Sink):
     """One JSON object per tick. `path` of None or '-' writes to stdout. Flushed every `flush_every` ticks and on close."""
 
     def __init__(self, path: str | Path | None = None, flush_every: int = 1) -> None:
@@ -19,7 +20,7 @@ class JsonlSink:
         self._f: IO[str] = open(path, "w") if self._own else sys.stdout  # noqa: SIM115 - closed in close()
         self._flush_every, self._n = max(1, flush_every), 0
 
-    def __call__(self, tick: Any) -> None:
+    def __call__(self, tick: Tick) -> None:
         self._f.write(json.dumps(tick.to_json()) + "\n")
         self._n += 1
         if self._n % self._flush_every == 0:
@@ -31,18 +32,7 @@ class JsonlSink:
             self._f.close()
 
 
-class CallbackSink:
-    def __init__(self, fn: Callable[[Any], None]) -> None:
-        self.fn = fn
-
-    def __call__(self, tick: Any) -> None:
-        self.fn(tick)
-
-    def close(self) -> None:
-        pass
-
-
-class CsvSink:
+class CsvSink(Sink):
     """One row per tick: seq, times, latency, class and one probability column per class."""
 
     def __init__(self, path: str | Path, classes: list[str], flush_every: int = 64) -> None:
@@ -55,7 +45,7 @@ class CsvSink:
                           *(f"p_{c}" for c in classes)])
         self._flush_every, self._n = max(1, flush_every), 0
 
-    def __call__(self, tick: Any) -> None:
+    def __call__(self, tick: Tick) -> None:
         j = tick.to_json()
         self._w.writerow([j["seq"], j["t_capture"], j["t_decision"], j["latency_ms"], j["class_id"], j["class"], j["skipped"],
                           int(j["stale"]), *j["probs"]])

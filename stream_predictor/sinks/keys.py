@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config import KeysConfig
 from ..errors import ConfigError, UserError
-from ..predictor import Timings
+from ..runtime.tick import Sink, Tick, Timings
 
 # Class → keys, per preset. Key names are pynput's (`up`, `left`, `space`, `f9`) or single characters.
 PRESET_KEYS = {
@@ -49,7 +49,24 @@ def key_map(classes: list[str], cfg: KeysConfig) -> dict[str, tuple[str, ...]]:
     return {c: mapping[c] for c in classes}
 
 
-class _Pynput:
+class _Backend:
+    """Presses and releases keys by name; may check names up front and listen for the pause key."""
+
+    def check(self, name: str) -> None:
+        """Raise a UserError for a key name this backend cannot press."""
+
+    def press(self, name: str) -> None:
+        raise NotImplementedError
+
+    def release(self, name: str) -> None:
+        raise NotImplementedError
+
+    def listen(self, key: str, on_toggle) -> Any:
+        """Call `on_toggle` whenever `key` is pressed; returns something with `stop()`, or None if it cannot listen."""
+        return None
+
+
+class _Pynput(_Backend):
     def __init__(self) -> None:
         try:
             from pynput import keyboard
@@ -94,7 +111,7 @@ class _Pynput:
         return listener
 
 
-class _Xdotool:
+class _Xdotool(_Backend):
     def __init__(self) -> None:
         if not shutil.which("xdotool"):
             raise UserError("keys.backend=xdotool needs the xdotool program (apt-get install xdotool)")
@@ -108,11 +125,9 @@ class _Xdotool:
     def release(self, name: str) -> None:
         self._run("keyup", name)
 
-    def listen(self, key: str, on_toggle) -> None:
-        return None  # xdotool only sends; the pause key needs pynput
 
 
-class _DryRun:
+class _DryRun(_Backend):
     def __init__(self, out=None) -> None:
         self.out = out or sys.stdout
 
@@ -122,8 +137,6 @@ class _DryRun:
     def release(self, name: str) -> None:
         print(f"release {name}", file=self.out, flush=True)
 
-    def listen(self, key: str, on_toggle) -> None:
-        return None
 
 
 def make_backend(cfg: KeysConfig):
@@ -141,7 +154,7 @@ def make_backend(cfg: KeysConfig):
         raise
 
 
-class KeySink:
+class KeySink(Sink):
     """Holds the keys of each tick's class; `stats` has presses, releases and capture → key-press latency."""
 
     def __init__(self, classes: list[str], cfg: KeysConfig | None = None, backend=None) -> None:
@@ -149,7 +162,7 @@ class KeySink:
         self.keys = key_map(classes, cfg)
         self.backend = backend or make_backend(cfg)
         for name in sorted({k for keys in self.keys.values() for k in keys}):
-            getattr(self.backend, "check", lambda n: None)(name)
+            self.backend.check(name)
         self.held: set[str] = set()
         self.paused = False
         self.presses = self.releases = 0
@@ -168,7 +181,7 @@ class KeySink:
             self.presses += 1
         self.held = want
 
-    def __call__(self, tick: Any) -> None:
+    def __call__(self, tick: Tick) -> None:
         with self._lock:
             if self._closed or self.paused:
                 return

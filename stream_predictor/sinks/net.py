@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from typing import Any
+
+from ..runtime.tick import Sink, Tick
 
 
-class UdpSink:
+class UdpSink(Sink):
     """One datagram per tick, the tick's JSON, to (host, port)."""
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
@@ -20,7 +21,7 @@ class UdpSink:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sent = 0
 
-    def __call__(self, tick: Any) -> None:
+    def __call__(self, tick: Tick) -> None:
         try:
             self.sock.sendto(json.dumps(tick.to_json()).encode(), self.address)
             self.sent += 1
@@ -31,7 +32,7 @@ class UdpSink:
         self.sock.close()
 
 
-class TcpSink:
+class TcpSink(Sink):
     """Listens on (host, port) (port 0: any free port, see `.port`); each connected client gets every tick as a JSON line."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", send_timeout_s: float = 0.05) -> None:
@@ -58,7 +59,7 @@ class TcpSink:
             with self._lock:
                 self.clients.append(conn)
 
-    def __call__(self, tick: Any) -> None:
+    def __call__(self, tick: Tick) -> None:
         line = (json.dumps(tick.to_json()) + "\n").encode()
         with self._lock:
             for conn in list(self.clients):

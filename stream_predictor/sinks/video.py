@@ -1,7 +1,7 @@
 """Seeing what the agent sees: an annotated video file, and a live preview window.
 
 Each frame is drawn with the decided class, one bar per class probability, and the capture → decision
-latency. Both need the frames in the ticks (the Predictor's keep_frames, set by `open_sinks`).
+latency. Both need the frames in the ticks (`needs_frames`).
 """
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from ..errors import UserError
+from ..runtime.tick import Sink, Tick
 
 BAR_W, ROW_H = 120, 16
 
 
-def annotate(tick: Any, classes: list[str], scale: int = 1) -> np.ndarray:
+def annotate(tick: Tick, classes: list[str], scale: int = 1) -> np.ndarray:
     """The tick's frame (BGR) with a side panel: class bars, the decision highlighted, and the latency."""
     image = tick.image if scale == 1 else cv2.resize(tick.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     h = max(image.shape[0], ROW_H * (len(classes) + 2))
@@ -38,7 +38,7 @@ def annotate(tick: Any, classes: list[str], scale: int = 1) -> np.ndarray:
     return canvas
 
 
-class VideoSink:
+class VideoSink(Sink):
     """Writes annotated frames to a video file (.mp4 → mp4v, .avi → MJPG)."""
 
     needs_frames = True
@@ -49,7 +49,7 @@ class VideoSink:
         self.writer: cv2.VideoWriter | None = None
         self.frames = 0
 
-    def __call__(self, tick: Any) -> None:
+    def __call__(self, tick: Tick) -> None:
         if tick.image is None or tick.stale:
             return
         frame = annotate(tick, self.classes)
@@ -66,7 +66,7 @@ class VideoSink:
             self.writer.release()
 
 
-class PreviewSink:
+class PreviewSink(Sink):
     """A cv2.imshow window with the annotated frames; closing it (or pressing q / Esc) stops the predictor."""
 
     needs_frames = True
@@ -75,17 +75,16 @@ class PreviewSink:
         if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
             raise UserError("the preview window needs a display: DISPLAY is not set")
         self.classes, self.title, self.scale = classes, title, scale
-        self.predictor = None  # set by the CLI so that q / Esc can stop it
         self.shown = 0
 
-    def __call__(self, tick: Any) -> None:
+    def __call__(self, tick: Tick) -> None:
         if tick.image is None or tick.stale:
             return
         cv2.imshow(self.title, annotate(tick, self.classes, self.scale))
         self.shown += 1
         key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), 27) and self.predictor is not None:
-            self.predictor.stop()
+        if key in (ord("q"), 27):
+            self.finished = True
 
     def close(self) -> None:
         try:

@@ -108,11 +108,17 @@ def _region(target: str, spec: str) -> tuple[int, int, int, int] | None:
     return x, y, w, h
 
 
-def open_source(spec: str, cfg: SourceConfig | None = None) -> Source:
-    """Open the source a spec names. Raises SourceError (a UserError) with one clear line."""
+def open_source(spec: str, cfg: SourceConfig | None = None, options: dict | None = None) -> Source:
+    """Open the source a spec names; `options` are set over the spec's own (e.g. a game's seed).
+
+    Raises SourceError (a UserError) with one clear line.
+    """
     cfg = cfg or SourceConfig()
     s = parse_spec(spec)
-    o = s.options
+    for key in options or {}:
+        if key not in OPTIONS[s.kind]:
+            raise SourceError(f"option '{key}' does not apply to '{spec}' (a {s.kind} source)")
+    o = {**s.options, **(options or {})}
     if s.kind == "camera":
         from .video import Camera
 
@@ -127,7 +133,7 @@ def open_source(spec: str, cfg: SourceConfig | None = None) -> Source:
 
         return Stream(s.target, cfg.read_timeout_s)
     if s.kind == "session":
-        from ..session import SessionSource
+        from .session import SessionSource
 
         return SessionSource(s.target, stride=int(o.get("stride", 1)))
     if s.kind == "images":

@@ -92,7 +92,10 @@ class AleGame(Source):
             image = np.zeros_like(obs)  # Flickering Pong: the frame is blanked, the game goes on
         else:
             image = np.ascontiguousarray(obs[:, :, ::-1])  # RGB -> BGR
-        return self._frame(image, t_source=self.episode_steps / self.fps, first=first)
+        return self._frame(image, first=first)
+
+    def summary(self) -> dict:
+        return {"episode_returns": list(self.episode_returns)}
 
     def interrupt(self) -> None:
         with self._cond:

@@ -13,7 +13,6 @@ class Frame:
     seq: int  # 0, 1, 2, … in the order the source produced them
     t_capture: float  # time.monotonic() when the frame was read
     image: np.ndarray  # BGR uint8 (H, W, 3)
-    t_source: float | None = None  # the source's own timestamp in seconds (file position, game step), if known
     first: bool = False  # the first frame of an episode or after a gap: recurrent state restarts here
 
 
@@ -30,12 +29,13 @@ class Source:
     fps_cap: float = 0.0  # live sources: the capture thread paces reads to at most this rate (0: no cap)
     frame_count: int | None = None  # frames in a finite source, None if unknown or endless
     name: str = ""
+    truth_classes: tuple[str, ...] = ()  # a source that knows each frame's true class names them (see `label_of`)
 
     def __init__(self) -> None:
         self._seq = 0
 
-    def _frame(self, image: np.ndarray, t_source: float | None = None, first: bool = False) -> Frame:
-        frame = Frame(self._seq, time.monotonic(), image, t_source, first or self._seq == 0)
+    def _frame(self, image: np.ndarray, first: bool = False) -> Frame:
+        frame = Frame(self._seq, time.monotonic(), image, first or self._seq == 0)
         self._seq += 1
         return frame
 
@@ -49,6 +49,14 @@ class Source:
 
     def interrupt(self) -> None:
         """Wake a `read()` that waits (e.g. a game waiting for an action), from another thread."""
+
+    def label_of(self, seq: int) -> str:
+        """The true class of frame `seq`, for sources with `truth_classes` (generated ones)."""
+        raise NotImplementedError(f"{self.name} does not know the true class of its frames")
+
+    def summary(self) -> dict:
+        """Figures of the source's own for a run's summary (e.g. files it could not read)."""
+        return {}
 
     def close(self) -> None:
         pass

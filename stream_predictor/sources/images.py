@@ -37,5 +37,8 @@ class ImageFolder(Source):
                 self.unreadable.append(path)
                 log.warning("skipping unreadable image %s", path)
                 continue
-            return self._frame(image, t_source=None)
+            return self._frame(image)
         return None
+
+    def summary(self) -> dict:
+        return {"unreadable": len(self.unreadable)}

@@ -29,6 +29,7 @@ class Synthetic(Source):
         self.fps = fps
         self.frame_count = frames or None
         self.name = f"synthetic:{pattern}"
+        self.truth_classes = DIRECTIONS
         # A fixed random script of directions, one segment every 8..40 frames.
         rng = np.random.default_rng(seed)
         self._dirs = rng.integers(0, 3, size=4096)
@@ -70,4 +71,4 @@ class Synthetic(Source):
         if self.frame_count is not None and self._seq >= self.frame_count:
             return None
         i = self._seq
-        return self._frame(self.render(i), t_source=i / self.fps if self.fps else None)
+        return self._frame(self.render(i))

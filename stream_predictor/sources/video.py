@@ -45,8 +45,7 @@ class VideoFile(Source):
                 raise SourceError(f"video file is truncated or corrupt: decoding stopped after {self._seq} of "
                                   f"{self.frame_count} frames: {self.name}")
             return None
-        t = self._seq / self.fps if self.fps > 0 else None
-        return self._frame(image, t)
+        return self._frame(image)
 
     def close(self) -> None:
         self._cap.release()

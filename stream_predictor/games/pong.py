@@ -8,26 +8,22 @@ and the player's paddle sits at ball_x ≈ 188.
 A plain tracker loses here: the paddle keeps moving for a while after a key is released, and the
 ball is far ahead of where it is aimed. This expert predicts where the ball will cross the paddle's
 column (bouncing off the walls) and steers the place where the paddle would come to rest if released
-now to it (it coasts about 16 units once moving; planning with 12 scores better), leaving errors smaller
-than one press alone.
+now to it, leaving errors smaller than one press alone. Its parameters are `config.ExpertConfig`
+(`expert.*` keys); `docs/pong.md` has how they were chosen.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .labellers import EXPERTS
+from ..config import ExpertConfig
+from .registry import register_game
 
 PONG_CLASSES = ["up", "stay", "down"]
 PONG_ACTIONS = {"up": 2, "stay": 0, "down": 3}
 PADDLE_X = 188  # ball x (RAM) at the player's paddle
 BALL_TOP, BALL_BOTTOM = 46, 206  # ball y (RAM) range between the walls
 CENTRE_OFFSET = 6  # ball_y - paddle_y when the ball meets the paddle's centre
-COAST = 12  # how far a pressed paddle is taken to travel on after release (measured ~16; aiming with 12 scores better:
-#   +15.1 against +12.7 on seeds 3000-3009, and +6.5 against +3.5 with 10% of its actions random)
-RESIDUAL = 3  # … and once released, this much more
-AWAY = 0.25  # while the ball goes away, weight of its height against the middle
-DEAD_ZONE = 8  # one press moves the paddle ~22 from rest: smaller errors are left alone
 
 
 def _reflect(y: float) -> float:
@@ -36,7 +32,8 @@ def _reflect(y: float) -> float:
     return BALL_TOP + (y if y <= span else 2 * span - y)
 
 
-def pong_expert(ram: np.ndarray, memory: dict) -> str:
+@register_game("Pong", PONG_CLASSES, PONG_ACTIONS)
+def pong_expert(ram: np.ndarray, memory: dict, params: ExpertConfig) -> str:
     """One decision for the right-hand (green) paddle. `memory` carries the previous step's positions and
     `last`, the action taken last step (set by whoever acted)."""
     bx, by, py = int(ram[49]), int(ram[54]), int(ram[51])
@@ -53,15 +50,12 @@ def pong_expert(ram: np.ndarray, memory: dict) -> str:
     elif vx > 0:
         target = _reflect(by + vy * (PADDLE_X - bx) / vx)  # where it will cross our column
     else:
-        target = AWAY * by + (1 - AWAY) * (BALL_TOP + BALL_BOTTOM) / 2  # going away: partly follow it, stay central
+        target = params.away * by + (1 - params.away) * (BALL_TOP + BALL_BOTTOM) / 2  # going away: partly follow it, stay central
     # Where the paddle comes to rest if no key is pressed from now on: a key pressed last step still
-    # carries it about COAST further; once released, only the last few units remain.
+    # carries it about `coast` further; once released, only the last few units remain.
     pressed = memory.get("last") in ("up", "down") and abs(pv) >= 4
-    stop = py + np.sign(pv) * (COAST if pressed else (RESIDUAL if abs(pv) >= 4 else 0))
+    stop = py + np.sign(pv) * (params.coast if pressed else (params.residual if abs(pv) >= 4 else 0))
     error = (target - CENTRE_OFFSET) - stop
-    action = "down" if error > DEAD_ZONE else "up" if error < -DEAD_ZONE else "stay"
+    action = "down" if error > params.dead_zone else "up" if error < -params.dead_zone else "stay"
     memory["last"] = action
     return action
-
-
-EXPERTS["Pong"] = (PONG_CLASSES, PONG_ACTIONS, pong_expert)

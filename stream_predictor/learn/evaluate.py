@@ -11,21 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from ..config import Config
+from ..errors import UserError
+from ..model import StreamModel
+from ..runtime.agent import ModelAgent, resolve_mode
+from ..runtime.predictor import Predictor
+from ..session import aligned_targets, load_session
+from ..sources.session import SessionSource
 from .data import load_data
-from .errors import UserError
 from .metrics import confusion, plot_confusion, scores
-from .model import StreamModel
 from .offline import offline_logits
-from .predictor import Predictor
-from .session import SessionSource, load_session
 
 
 def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path | None = None, progress: bool = False) -> dict:
-    trained = model.trained
-    mode = trained.get("mode", "stateful") if cfg.predict.mode == "auto" else cfg.predict.mode
-    window = cfg.predict.window or trained.get("seq_len", 16)
-    delay, stride = int(trained.get("label_delay", 0)), int(trained.get("stride", 1))
+    mode, window = resolve_mode(model, cfg.predict)
+    delay, stride = int(model.trained.get("label_delay", 0)), int(model.trained.get("stride", 1))
     k = len(model.classes)
     cm_stream, cm_offline = np.zeros((k, k), np.int64), np.zeros((k, k), np.int64)
     per_session, agree, total = [], 0, 0
@@ -33,11 +33,10 @@ def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path |
         session = load_session(d)
         if session.classes != model.classes:
             raise UserError(f"{d} has classes {session.classes}; the model has {model.classes}")
-        n = session.frames - delay
-        targets = session.labels[delay : delay + n][::stride]
-        # Streaming: the real threads, one tick per (strided) frame.
-        source = SessionSource(d, stride=stride, frames=n)
-        with Predictor(model, source, mode=mode, replay="lockstep", window=window, ring_size=cfg.source.ring_size,
+        n, targets, _ = aligned_targets(session, delay, stride)
+        # Streaming: the real threads, one tick per (strided) frame, deciding without smoothing (as offline does).
+        agent = ModelAgent(model, mode, window, dtype=cfg.predict.dtype, graph=cfg.predict.graph, fast_cpu=cfg.predict.fast_cpu)
+        with Predictor(agent, SessionSource(d, stride=stride, frames=n), replay="lockstep", ring_size=cfg.source.ring_size,
                        threads=cfg.predict.threads) as p:
             stream_pred = np.array([t.class_id for t in p], np.int64)
         # Offline: the same decisions computed in batches.

@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import ReadError, UserError
+from ..errors import ReadError, UserError
+from ..sources.base import Source
 from .ring import FrameRing, RingFrame
-from .sources.base import Source
 
 log = logging.getLogger(__name__)
 

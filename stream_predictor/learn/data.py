@@ -8,6 +8,8 @@ Two ways to cut a session into training data, matching the two inference modes:
 - `WindowSampler` (windowed): random windows of T frames, each from zero state.
 - `LaneSampler` (stateful): B lanes walk through the concatenated sessions in consecutive chunks of
   T frames; the caller carries the recurrent state from one chunk to the next (truncated BPTT).
+Both yield the same `Batch`, so the training loop has one path: a window is a chunk whose first frame
+starts an episode.
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import UserError
-from .model.preprocess import Preprocess
-from .session import Session, load_session
+from ..errors import UserError
+from ..model.preprocess import Preprocess
+from ..session import Session, SessionFrames, aligned_targets, load_session
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +68,12 @@ def cached_pixels(session: Session, pre: Preprocess, cache_dir: str | Path, prog
             bar.update(len(batch))
             batch = []
 
+    frames = SessionFrames(session)
     try:  # the temporary file goes whatever happens: renamed into place, or removed
-        for seg in session.segments:
-            cap = cv2.VideoCapture(str(seg))
-            while i + len(batch) < session.frames:
-                ok, image = cap.read()
-                if not ok:
-                    break
-                batch.append(image)
-                if len(batch) == 256:
-                    flush()
-            cap.release()
+        for image in frames:
+            batch.append(image)
+            if len(batch) == 256:
+                flush()
         flush()
         bar.close()
         if i != session.frames:
@@ -84,8 +81,23 @@ def cached_pixels(session: Session, pre: Preprocess, cache_dir: str | Path, prog
         out.flush()
         tmp.replace(path)
     finally:
+        frames.close()
         tmp.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
+
+
+@dataclass
+class Batch:
+    """B sequences of T frames, as both samplers yield them."""
+
+    pixels: torch.Tensor  # (B, T, C, h, w) uint8 values
+    targets: torch.Tensor  # (B, T) int64 class indices
+    first: torch.Tensor  # (B, T) bool: the recurrent state restarts at this frame
+    weight: torch.Tensor  # (B, T) float: how much each frame's loss counts (0: burn-in or padding)
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.pixels.to(device, non_blocking=True), self.targets.to(device), self.first.to(device),
+                     self.weight.to(device))
 
 
 @dataclass
@@ -116,15 +128,10 @@ def load_data(dirs: list[str | Path], pre: Preprocess, cache_dir: str | Path, la
             raise UserError(f"sessions disagree on classes: {sessions[0].dir} has {classes}, {s.dir} has {s.classes}")
     pixels, targets, firsts = [], [], []
     for s in sessions:
-        px = cached_pixels(s, pre, cache_dir, progress)
-        n = s.frames - label_delay
-        if n < 2:
-            raise UserError(f"{s.dir}: too few frames ({s.frames}) for label_delay {label_delay}")
-        pixels.append(px[:n:stride])
-        targets.append(s.labels[label_delay : label_delay + n : stride])
-        starts = np.zeros(n, bool)
-        starts[[i for i in s.episode_starts if i < n]] = True
-        firsts.append(np.add.reduceat(starts, np.arange(0, n, stride)) > 0)  # a start inside a stride step counts
+        n, y, first = aligned_targets(s, label_delay, stride)
+        pixels.append(cached_pixels(s, pre, cache_dir, progress)[:n:stride])
+        targets.append(y)
+        firsts.append(first)
     return Data(pixels, targets, firsts, [str(s.dir) for s in sessions], classes)
 
 
@@ -166,7 +173,7 @@ class WindowSampler:
     def __len__(self) -> int:
         return max(1, self.per_epoch // (self.B * self.world))
 
-    def batches(self, epoch: int = 0):
+    def batches(self, epoch: int = 0) -> Iterator[Batch]:
         rng = np.random.default_rng(self.seed + epoch)
         n = len(self) * self.B * self.world
         picks = rng.choice(len(self.starts), size=n, replace=len(self.starts) < n)
@@ -176,15 +183,18 @@ class WindowSampler:
             for i, s in self.starts[mine[b * self.B : (b + 1) * self.B]]:
                 xs.append(np.asarray(self.data.pixels[i][s : s + self.T]))
                 ys.append(self.data.targets[i][s : s + self.T])
-            yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+            y = torch.from_numpy(np.stack(ys))
+            first = torch.zeros(y.shape, dtype=torch.bool)
+            first[:, 0] = True  # every window starts from zero state
+            yield Batch(torch.from_numpy(np.stack(xs)), y, first, torch.ones(y.shape))
 
 
 class LaneSampler:
     """B lanes over the concatenated sessions, each walking consecutive chunks of T frames.
 
-    `chunks()` yields (pixels (B, T, C, h, w) uint8, targets (B, T), first (B, T) bool, weight (B, T) float):
-    `first` marks episode and session starts (the state resets there), `weight` is 0 on the burn-in
-    frames of a lane that starts mid-episode (its state is not yet warm) and on padding past the end.
+    `batches()` yields Batches whose `first` marks episode and session starts (the state resets there) and
+    whose `weight` is 0 on the burn-in frames of a lane that starts mid-episode (its state is not yet warm)
+    and on padding past the end. The caller carries the state from one batch to the next.
     """
 
     def __init__(self, data: Data, seq_len: int, lanes: int, burn_in: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
@@ -211,7 +221,7 @@ class LaneSampler:
         sess = np.searchsorted(self.offsets, idx, side="right") - 1
         return np.stack([np.asarray(self.pixels[s][i - self.offsets[s]]) for s, i in zip(sess, idx)])
 
-    def chunks(self, epoch: int = 0):
+    def batches(self, epoch: int = 0) -> Iterator[Batch]:
         total = len(self.targets)
         # Shift the lane boundaries each epoch so that burn-in frames are not always the same ones.
         shift = int(np.random.default_rng(self.seed + epoch).integers(0, self.lane_len))
@@ -227,5 +237,5 @@ class LaneSampler:
             warm = self.first[lane0][:, None] | (since_start >= self.burn_in) | np.maximum.accumulate(self.first[idx], axis=1)
             weight = valid & warm
             pixels = self._frames(idx.reshape(-1)).reshape(*idx.shape, *self.pixels[0].shape[1:])
-            yield (torch.from_numpy(pixels), torch.from_numpy(self.targets[idx]), torch.from_numpy(first),
-                   torch.from_numpy(weight.astype(np.float32)))
+            yield Batch(torch.from_numpy(pixels), torch.from_numpy(self.targets[idx]), torch.from_numpy(first),
+                        torch.from_numpy(weight.astype(np.float32)))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .sources.ale import AleGame
+from ..errors import UserError
+from ..sources.ale import AleGame
 
 # Keys → action meaning, per game (the ALE names; Pong's paddle moves up on RIGHT and down on LEFT).
 GAME_KEYS = {"Pong": {"up": "RIGHT", "down": "LEFT"}}

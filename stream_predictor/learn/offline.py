@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .model import StreamModel
+from ..model import StreamModel
+from .data import episodes
 
 
 @torch.inference_mode()
@@ -29,8 +30,6 @@ def offline_logits(model: StreamModel, pixels: np.ndarray, mode: str, window: in
     feats = encode_pixels(model, pixels, batch)  # (N, D)
     if first is None:
         return _decide(model, feats, mode, window, batch)
-    from .data import episodes
-
     return torch.cat([_decide(model, feats[a:b], mode, window, batch) for a, b in episodes(first)])
 
 

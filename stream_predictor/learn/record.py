@@ -1,8 +1,9 @@
 """Record sessions: source → capture thread → labeller → SessionWriter. And import a labelled video.
 
-The recorder is the ring's reader, like the Predictor. With a game's expert it plays the game too:
-the game then waits for each decision (`sync`), so the expert reads the RAM of the frame it labels.
-With `policy` weights, a model plays instead while the expert labels what it sees (DAgger).
+The recorder is the ring's reader, like the Predictor. On a game somebody must play: the expert that
+labels, or with `policy` weights a model, deciding through the runtime's `ModelAgent` exactly as it
+plays (mode, window, smoothing), while the expert labels what it sees (DAgger). The game then waits
+for each decision (`sync`), so the expert reads the RAM of the frame it labels.
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
+import torch
 
-from .capture import CaptureThread
-from .config import Config
-from .errors import UserError
+from ..config import Config
+from ..errors import UserError
+from ..games.agents import action_table
+from ..model import load_model
+from ..runtime.agent import ModelAgent
+from ..runtime.capture import CaptureThread
+from ..session import SessionWriter, check_new_session
+from ..sources import open_source, parse_spec
+from ..sources.ale import AleGame
 from .labellers import make_labeller
-from .session import SessionWriter, check_new_session
-from .sources import open_source, parse_spec
 
 
 class StatusLine:
@@ -46,41 +52,32 @@ class StatusLine:
 def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict:
     """Record until the source ends, a limit is reached or Ctrl-C; returns a summary. Nothing finished is lost."""
     rc = cfg.record
-    kind = parse_spec(spec).kind
     check_new_session(out)  # before anything opens or prints
-    policy = None
-    if rc.policy:
-        from .model import load_model
-
-        policy = load_model(rc.policy)
-        import torch
-
-        torch.set_num_threads(cfg.predict.threads)  # one thread: a second one fights the capture thread for the core
-    source_spec = spec
-    if kind == "ale" and "sync=" not in spec:
-        source_spec += ("&" if "?" in spec else "?") + "sync=true"  # the game waits for each decision
-    source = open_source(source_spec, cfg.source)
+    options = {"sync": parse_spec(spec).options.get("sync", True)} if parse_spec(spec).kind == "ale" else None
+    source = open_source(spec, cfg.source, options)
     try:
-        labeller = make_labeller(rc.labeller, source, rc.keys, rc.pause_key, expert_acts=policy is None)
+        labeller = make_labeller(rc.labeller, source, rc.keys, cfg.keys.pause_key, cfg.expert)
+        policy, actions = _player(cfg, source, labeller.classes)
     except BaseException:
         source.close()
         raise
-    actor = _PolicyActor(policy, source, labeller.classes) if policy is not None else None
     counts: Counter[str] = Counter()
     line = StatusLine()
     t0 = time.monotonic()
     recorded = skipped = 0
     try:
         with SessionWriter(out, labeller.classes, source.fps, spec, rc.segment_frames, rc.codec,
-                           extra={"labeller": type(labeller).__name__, "policy": rc.policy or None}) as writer, \
+                           extra={**labeller.describe(), "policy": rc.policy or None}) as writer, \
                 CaptureThread(source, cfg.source.ring_size, cfg.replay) as cap:
             for frame in cap.frames():
-                if (rc.max_frames and recorded >= rc.max_frames) or (rc.seconds and time.monotonic() - t0 >= rc.seconds):
+                if (rc.frames and recorded >= rc.frames) or (rc.seconds and time.monotonic() - t0 >= rc.seconds):
                     break
                 skipped += frame.skipped
                 label = labeller.label(frame)
-                if actor is not None:
-                    labeller.executed(actor.act(frame))
+                if actions:  # a game: the expert's label is its move, unless a model plays
+                    move = label if policy is None else policy.classes[policy.decide(frame.image, frame.first).class_id]
+                    labeller.executed(move)
+                    source.act(actions[labeller.classes.index(move)])
                 if not labeller.paused:
                     writer.add(frame.image, label, frame.first)
                     counts[label] += 1
@@ -94,42 +91,25 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
         if status:
             line.show(f"recorded {recorded} frames: " + " ".join(f"{c}={counts[c]}" for c in labeller.classes), force=True)
             line.done()
-    summary = {"out": str(out), "frames": writer.frames, "seconds": round(time.monotonic() - t0, 2),
-               "classes": {c: counts[c] for c in labeller.classes}, "skipped": skipped}
-    if hasattr(source, "episode_returns"):
-        summary["episode_returns"] = list(source.episode_returns)
-    return summary
+    return {"out": str(out), "frames": writer.frames, "seconds": round(time.monotonic() - t0, 2),
+            "classes": {c: counts[c] for c in labeller.classes}, "skipped": skipped, **source.summary()}
 
 
-class _PolicyActor:
-    """A trained model that plays (stateful, one step per frame) while the expert only labels."""
-
-    def __init__(self, model, source, classes: list[str]) -> None:
-        import torch
-
+def _player(cfg: Config, source, classes: list[str]) -> tuple[ModelAgent | None, list[int]]:
+    """Who plays a game while it is recorded: (the policy model's agent or None for the labeller itself, the
+    action of each class). Not a game: (None, [])."""
+    if not isinstance(source, AleGame):
+        if cfg.record.policy:
+            raise UserError(f"record.policy plays a game; {source.name} is not one")
+        return None, []
+    policy = None
+    if cfg.record.policy:
+        model = load_model(cfg.record.policy)
         if model.classes != classes:
             raise UserError(f"policy classes {model.classes} differ from the labeller's {classes}")
-        self.torch, self.model, self.source = torch, model, source
-        self.actions = source_actions(source)
-        self.state = model.init_state(1)
-
-    def act(self, frame) -> str:
-        torch = self.torch
-        with torch.inference_mode():
-            if frame.first:
-                self.state = self.model.init_state(1)
-            logits, self.state = self.model.step(self.model.preprocess(frame.image)[None], self.state)
-        name = self.model.classes[int(logits.argmax())]
-        self.source.act(self.actions[name])
-        return name
-
-
-def source_actions(source) -> dict[str, int]:
-    """Class name → game action for an ale: source, from its expert's mapping."""
-    from . import games  # noqa: F401 - registers the experts
-    from .labellers import EXPERTS
-
-    return EXPERTS[source.name.removeprefix("ale:")][1]
+        torch.set_num_threads(cfg.predict.threads)  # one thread: a second one fights the capture thread for the core
+        policy = ModelAgent.from_config(model, cfg.predict)
+    return policy, action_table(source, classes)
 
 
 def import_video(video: str | Path, labels: str | Path, out: str | Path, classes: list[str], segment_frames: int = 300,

@@ -1,18 +1,35 @@
-"""Where a recorded frame's label comes from: the keyboard, a game's expert, or a synthetic source's truth.
-
-A labeller has `classes` (ordered names), `label(frame) -> name`, `paused` and `close()`.
-"""
+"""Where a recorded frame's label comes from: the keyboard, a game's expert, or a synthetic source's truth."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
-import numpy as np
+from ..config import ExpertConfig
+from ..errors import UserError
+from ..games.agents import ExpertAgent
+from ..runtime.ring import RingFrame
+from ..sources.ale import AleGame
+from ..sources.base import Source
 
-from .errors import UserError
-from .ring import RingFrame
-from .sources.base import Source
+
+class Labeller:
+    """Labels each recorded frame with one of `classes`. Subclasses implement `label`."""
+
+    classes: list[str]
+    paused: bool = False  # frames are not recorded while paused
+
+    def label(self, frame: RingFrame) -> str:
+        raise NotImplementedError
+
+    def executed(self, name: str) -> None:
+        """The game was given this class's action for the frame just labelled (by whoever plays)."""
+
+    def describe(self) -> dict:
+        """What made the labels, for the session's meta.yaml."""
+        return {"labeller": type(self).__name__}
+
+    def close(self) -> None:
+        pass
 
 # Key presets: class names in order, and how pressed keys map to them.
 PRESETS = {
@@ -42,10 +59,10 @@ def key_name(key) -> str:
     return str(getattr(key, "name", key)).lower().removeprefix("key.")
 
 
-class KeyboardLabeller:
+class KeyboardLabeller(Labeller):
     """The keys held while a frame arrives, through pynput. `pause_key` toggles pause."""
 
-    def __init__(self, preset: str = "lsr3", pause_key: str = "f8") -> None:
+    def __init__(self, preset: str = "lsr3", pause_key: str = "f9") -> None:
         try:
             from pynput import keyboard
         except Exception as e:  # pynput raises ImportError subclasses and Xlib errors without a display
@@ -78,71 +95,44 @@ class KeyboardLabeller:
         self._listener.join(0.2)  # pynput's X listener may linger; it is a daemon thread
 
 
-class OracleLabeller:
-    """Ground truth from a synthetic source (e.g. the ball's direction of motion)."""
-
-    paused = False
+class OracleLabeller(Labeller):
+    """Ground truth from a source that knows it (e.g. the synthetic ball's direction of motion)."""
 
     def __init__(self, source: Source) -> None:
-        from .sources.synthetic import DIRECTIONS
-
-        self.source, self.classes = source, list(DIRECTIONS)
+        if not source.truth_classes:
+            raise UserError(f"the oracle labeller needs a source that knows its frames' classes (synthetic:), not {source.name}")
+        self.source, self.classes = source, list(source.truth_classes)
 
     def label(self, frame: RingFrame) -> str:
         return self.source.label_of(frame.seq)
 
-    def close(self) -> None:
-        pass
 
+class ExpertLabeller(Labeller):
+    """A game's scripted expert labels every frame, whoever plays: itself, or a model (DAgger)."""
 
-# Game experts: name → (class names, {class: action}, policy(ram, state) -> class). Filled in by games.py.
-Expert = tuple[list[str], dict[str, int], Callable[[np.ndarray, dict], str]]
-EXPERTS: dict[str, Expert] = {}
-
-
-class ExpertLabeller:
-    """A scripted expert that reads the game's RAM. It labels every frame; with `acts=True` it also plays.
-
-    With a policy model playing instead (DAgger), the expert still labels what the model sees.
-    """
-
-    paused = False
-
-    def __init__(self, source: Source, acts: bool = True) -> None:
-        from . import games  # noqa: F401 - registers the experts
-
-        game = source.name.removeprefix("ale:")
-        if game not in EXPERTS:
-            raise UserError(f"no expert for {source.name}; experts exist for: {', '.join(f'ale:{g}' for g in EXPERTS) or 'none'}")
-        self.source, self.acts = source, acts
-        self.classes, self.actions, self._policy = EXPERTS[game]
-        self._memory: dict = {}
+    def __init__(self, game: AleGame, params: ExpertConfig) -> None:
+        self.expert = ExpertAgent(game, params)
+        self.classes = self.expert.classes
 
     def label(self, frame: RingFrame) -> str:
-        if frame.first:
-            self._memory.clear()
-        name = self._policy(self.source.ram(), self._memory)
-        if self.acts:
-            self.source.act(self.actions[name])
-        return name
+        return self.classes[self.expert.decide(frame.image, frame.first).class_id]
 
     def executed(self, name: str) -> None:
-        """Another player acted (DAgger): the expert's memory of the last action must be what really happened."""
-        self._memory["last"] = name
+        self.expert.executed(name)
 
-    def close(self) -> None:
-        pass
+    def describe(self) -> dict:
+        return {"labeller": "ExpertLabeller", "expert": self.expert.describe()["expert"]}
 
 
-def make_labeller(kind: str, source: Source, keys: str = "lsr3", pause_key: str = "f8", expert_acts: bool = True):
+def make_labeller(kind: str, source: Source, keys: str = "lsr3", pause_key: str = "f9",
+                  expert: ExpertConfig | None = None) -> Labeller:
+    """`auto`: the expert for a game, the truth for a source that knows it, else the keyboard."""
     if kind == "auto":
-        kind = "expert" if source.name.startswith("ale:") else "oracle" if hasattr(source, "label_of") else "keyboard"
+        kind = "expert" if isinstance(source, AleGame) else "oracle" if source.truth_classes else "keyboard"
     if kind == "expert":
-        if not source.name.startswith("ale:"):
+        if not isinstance(source, AleGame):
             raise UserError(f"the expert labeller needs an ale: source, not {source.name}")
-        return ExpertLabeller(source, acts=expert_acts)
+        return ExpertLabeller(source, expert or ExpertConfig())
     if kind == "oracle":
-        if not hasattr(source, "label_of"):
-            raise UserError(f"the oracle labeller needs a synthetic: source, not {source.name}")
         return OracleLabeller(source)
     return KeyboardLabeller(keys, pause_key)

@@ -13,10 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-from .config import ModelConfig
-from .model import build_model
-from .predictor import Predictor
-from .sinks import CallbackSink, JsonlSink
+from ..config import ModelConfig
+from ..model import build_model
+from ..runtime.predictor import Predictor
+from ..sinks import CallbackSink, JsonlSink
 
 
 def rss_mb() -> float:

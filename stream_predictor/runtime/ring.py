@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .sources.base import Frame
+from ..sources.base import Frame
 
 
 @dataclass
@@ -29,7 +29,6 @@ class RingFrame:
     seq: int
     t_capture: float
     image: np.ndarray  # BGR uint8 (H, W, 3), a view into a pinned slot: copy it to keep it
-    t_source: float | None
     first: bool  # this frame, or a skipped one since the last hand-over, started an episode
     skipped: int  # frames overwritten unseen since the previous hand-over
 
@@ -43,13 +42,11 @@ class FrameRing:
         self._slots: np.ndarray | None = None  # (N, H, W, 3) uint8, allocated at the first frame
         self._seq = np.full(size, -1, np.int64)
         self._t = np.zeros(size)
-        self._t_source: list[float | None] = [None] * size
         self._first = np.zeros(size, bool)
         self._newest = -1  # seq of the newest frame written
         self._read = -1  # seq of the last frame handed over
         self._pinned = -1  # slot pinned by the reader
         self._first_seq = -1  # newest seq written with `first` set: a skipped episode start still resets the reader
-        self.written = 0
         self.skipped = 0  # frames overwritten before the reader saw them
         self.closed = False
         self.error: BaseException | None = None
@@ -82,12 +79,10 @@ class FrameRing:
                 self._slots[slot] = image
             self._seq[slot] = frame.seq
             self._t[slot] = frame.t_capture
-            self._t_source[slot] = frame.t_source
             self._first[slot] = frame.first
             if frame.first:
                 self._first_seq = frame.seq
             self._newest = frame.seq
-            self.written += 1
             self._cond.notify_all()
 
     def _free_slot(self) -> int:
@@ -137,7 +132,7 @@ class FrameRing:
             self.skipped += seq - last_seq - 1
             self._cond.notify_all()  # a lossless writer may be waiting for space
             first = bool(self._first[slot]) or last_seq < self._first_seq <= seq
-            return RingFrame(seq, float(self._t[slot]), self._slots[slot], self._t_source[slot], first, seq - last_seq - 1)
+            return RingFrame(seq, float(self._t[slot]), self._slots[slot], first, seq - last_seq - 1)
 
     def _pick(self, last_seq: int) -> int | None:
         newer = np.flatnonzero(self._seq > last_seq)
@@ -149,15 +144,6 @@ class FrameRing:
     def release(self) -> None:
         with self._cond:
             self._pinned = -1
-
-    def window(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The last n frames in seq order, copied: (seqs (n,), images (n, H, W, 3) BGR uint8)."""
-        with self._cond:
-            valid = np.flatnonzero(self._seq >= 0)
-            order = valid[np.argsort(self._seq[valid])][-n:]
-            if self._slots is None:
-                return np.zeros(0, np.int64), np.zeros((0, 0, 0, 3), np.uint8)
-            return self._seq[order].copy(), self._slots[order].copy()
 
     @property
     def newest_seq(self) -> int:

@@ -22,13 +22,13 @@ from pathlib import Path
 import cv2
 import torch
 
-from .capture import CaptureThread
-from .config import ModelConfig
-from .model import StreamModel, build_model
-from .model.fast import TickEngine
-from .predictor import Predictor
-from .sources import open_source
-from .sources.synthetic import Synthetic
+from ..config import ModelConfig
+from ..model import StreamModel, build_model
+from ..runtime.capture import CaptureThread
+from ..runtime.engine import TickEngine
+from ..runtime.predictor import Predictor
+from ..sources import open_source
+from ..sources.synthetic import Synthetic
 
 
 def _median_time(fn: Callable[[], None], calls: int, repeats: int) -> float:
@@ -91,7 +91,8 @@ def per_tick(model: StreamModel, windows: tuple[int, ...] = (8, 16, 32), repeats
             rec_s = _median_time(recompute, max(3, (calls * 4) // n), repeats)
             rows.append({"encoder": model.cfg.encoder, "device": device, "dtype": dtype, "N": n,
                          "step_ms": round(step_s * 1e3, 4), "eager_step_ms": round(eager_s * 1e3, 4),
-                         "recompute_ms": round(rec_s * 1e3, 4), "speedup": round(rec_s / step_s, 2)})
+                         "recompute_ms": round(rec_s * 1e3, 4), "speedup": round(rec_s / step_s, 2),
+                         "path": f"encoder {engine.path['encoder']}, {engine.path['temporal']}, graph {engine.path['graph']}"})
     return rows
 
 

@@ -1,0 +1,67 @@
+"""Game players: the scripted expert as an Agent, and the sink that turns each tick into the game's action."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from ..config import ExpertConfig
+from ..errors import UserError
+from ..runtime.agent import Agent, Decision
+from ..runtime.tick import Sink, Tick
+from ..sources.ale import AleGame
+from .registry import get_game
+
+
+class ExpertAgent(Agent):
+    """The game's scripted expert. It reads the RAM of the game behind the frame, not the pixels."""
+
+    kind = "expert"
+
+    def __init__(self, game: AleGame, params: ExpertConfig | None = None) -> None:
+        self.source, self.game = game, get_game(game.name)
+        self.params = params or ExpertConfig()
+        self.classes = list(self.game.classes)
+        self._memory: dict = {}
+
+    def decide(self, image: np.ndarray, first: bool) -> Decision:
+        if first:
+            self._memory.clear()
+        name = self.game.expert(self.source.ram(), self._memory, self.params)
+        probs = np.zeros(len(self.classes), np.float32)
+        probs[self.classes.index(name)] = 1.0
+        return Decision(self.classes.index(name), probs)
+
+    def executed(self, name: str) -> None:
+        """Another player acted (DAgger): the expert's memory of the last action must be what really happened."""
+        self._memory["last"] = name
+
+    def reset(self) -> None:
+        self._memory.clear()
+
+    def describe(self) -> dict:
+        return {"agent": "expert", "expert": {"game": self.game.name, **asdict(self.params)}}
+
+
+def action_table(game: AleGame, classes: list[str]) -> list[int]:
+    """The game's action for each class, in class order; a class the game has no action for is an error."""
+    actions = get_game(game.name).actions
+    missing = [c for c in classes if c not in actions]
+    if missing:
+        raise UserError(f"the classes {classes} have no action in {game.name} ({missing}); known: {list(actions)}")
+    return [actions[c] for c in classes]
+
+
+class ActionSink(Sink):
+    """Presses the game's action for each tick's class; finished once `episodes` episodes are over."""
+
+    def __init__(self, game: AleGame, classes: list[str], episodes: int) -> None:
+        self.game, self.episodes = game, episodes
+        self.action_of = action_table(game, classes)
+
+    def __call__(self, tick: Tick) -> None:
+        if len(self.game.episode_returns) >= self.episodes:
+            self.finished = True
+            return
+        self.game.act(self.action_of[tick.class_id])

@@ -1,0 +1,52 @@
+"""Games with a scripted expert: a plain registry dict, filled where each expert is defined.
+
+`@register_game(name, classes, actions)` on an expert function adds the game (a second game of the
+same name is refused); `get_game(name)` finds it or says which games exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import ExpertConfig
+from ..errors import UserError
+
+# An expert: (the game's RAM, its own memory across steps, parameters) -> a class name.
+Expert = Callable[[np.ndarray, dict, ExpertConfig], str]
+
+
+@dataclass(frozen=True)
+class Game:
+    name: str  # as in `ale:NAME`
+    classes: tuple[str, ...]  # the decisions, in order
+    actions: dict[str, int]  # class name -> the game's action
+    expert: Expert
+
+
+GAMES: dict[str, Game] = {}
+
+
+def register_game(name: str, classes: list[str], actions: dict[str, int]) -> Callable[[Expert], Expert]:
+    """Decorator: register `expert` as the expert for game `name`."""
+    missing = [c for c in classes if c not in actions]
+    if missing:
+        raise ValueError(f"game {name}: classes {missing} have no action")
+
+    def register(expert: Expert) -> Expert:
+        if name in GAMES:
+            raise ValueError(f"game {name} is already registered (by {GAMES[name].expert.__module__})")
+        GAMES[name] = Game(name, tuple(classes), dict(actions), expert)
+        return expert
+
+    return register
+
+
+def get_game(name: str) -> Game:
+    """The game registered as `name` (an `ale:` prefix is allowed)."""
+    game = GAMES.get(name.removeprefix("ale:"))
+    if game is None:
+        raise UserError(f"no expert for {name}; experts exist for: {', '.join(f'ale:{g}' for g in GAMES) or 'none'}")
+    return game

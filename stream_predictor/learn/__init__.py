@@ -1,0 +1,1 @@
+"""Learning from recorded sessions: the data, recording and labelling, training, offline decisions, evaluation."""

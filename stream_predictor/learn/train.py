@@ -1,0 +1,359 @@
+"""Behaviour cloning: train the CNN+LSTM on recorded sessions. Runs as is under `torchrun --nproc_per_node=K`.
+
+`train()` reads top to bottom: `setup` (processes, data, model, sampler, optimizer), then per epoch
+`train_one_epoch` (sample a batch → augment → encode all B·T frames in one CNN batch → LSTM → loss on
+every weighted frame → AdamW step with clipping and a cosine schedule) and `end_epoch` (validate on
+held-out sessions exactly as the Predictor would decide, keep the best, checkpoint model + optimizer
+as safetensors), then `finish` (weights, metrics, plots). Rank 0 alone logs and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from ..config import Config
+from ..errors import UserError
+from ..model import StreamModel, build_model, load_model, save_model
+from ..model.preprocess import Preprocess
+from .data import Data, LaneSampler, WindowSampler, load_data, split_sessions
+from .metrics import confusion, plot_confusion, plot_curves, scores
+from .offline import offline_logits
+
+log = logging.getLogger(__name__)
+
+
+# --- distributed set-up --------------------------------------------------------------------------
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world) from torchrun's environment; (0, 1) when run plainly."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("train.device is cuda but no CUDA device is available")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device(name)
+
+
+# --- pieces of one step ------------------------------------------------------------------------------
+def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, mirror: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Light augmentation of uint8-valued (B, T, C, h, w) pixels, the same for every frame of a window:
+    brightness/contrast jitter, a shift of up to 4 pixels, and a horizontal mirror only when `mirror`
+    (K,) says what each class becomes in the mirrored picture."""
+    b = x.shape[0]
+    x = x.float()
+    contrast = 1 + (torch.rand(b, 1, 1, 1, 1, generator=gen) - 0.5) * 0.3
+    brightness = (torch.rand(b, 1, 1, 1, 1, generator=gen) - 0.5) * 30
+    x = ((x - 128) * contrast.to(x.device) + 128 + brightness.to(x.device)).clamp_(0, 255)
+    shifts = torch.randint(-4, 5, (b, 2), generator=gen).tolist()
+    x = torch.stack([torch.roll(x[i], tuple(shifts[i]), dims=(-2, -1)) for i in range(b)])
+    if mirror is not None:
+        flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        x = torch.where(flip.view(b, 1, 1, 1, 1), x.flip(-1), x)
+        y = torch.where(flip.view(b, 1), mirror.to(y.device)[y], y)
+    return x, y
+
+
+def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# --- validation --------------------------------------------------------------------------------------
+def evaluate_offline(model: StreamModel, data: Data, mode: str, window: int) -> dict:
+    """Per-frame accuracy on whole sessions, deciding as the Predictor would in `mode`."""
+    model.eval()
+    k = len(data.classes)
+    cm = np.zeros((k, k), np.int64)
+    loss, n = 0.0, 0
+    for px, y, first in zip(data.pixels, data.targets, data.firsts):
+        logits = offline_logits(model, px, mode, window, first).float().cpu()
+        loss += F.cross_entropy(logits, torch.from_numpy(y), reduction="sum").item()
+        n += len(y)
+        cm += confusion(y, logits.argmax(-1).numpy(), k)
+    out = scores(cm, data.classes)
+    out["loss"] = loss / max(n, 1)
+    return out
+
+
+# --- checkpoints (safetensors, no pickle) -----------------------------------------------------------
+def save_checkpoint(path: Path, model: StreamModel, opt: torch.optim.Optimizer, meta: dict) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for pid, st in opt_state["state"].items():
+        for key, value in st.items():
+            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {**meta, "param_groups": opt_state["param_groups"]}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"checkpoint": json.dumps(meta)})
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, model: StreamModel, opt: torch.optim.Optimizer) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["checkpoint"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise UserError(f"cannot resume from {path}: {e}") from None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, key = k.split(".", 2)
+            state.setdefault(int(pid), {})[key] = v
+    opt.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    return meta
+
+
+# --- set-up ------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One training run: what the epochs share."""
+
+    cfg: Config
+    out: Path
+    device: torch.device
+    rank: int
+    world: int
+    train_dirs: list[str]
+    val_dirs: list[str]
+    train_data: Data
+    val_data: Data | None
+    model: StreamModel
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    sampler: WindowSampler | LaneSampler
+    total_steps: int
+    class_weights: torch.Tensor | None
+    mirror: torch.Tensor | None
+    gen: torch.Generator
+    step: int = 0
+    start_epoch: int = 0
+    best: float = -1.0
+    best_state: dict | None = None
+    history: list[dict] = field(default_factory=list)
+    frames_seen: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def run_dir(self) -> Path:
+        stem = self.out.with_suffix("")
+        return stem.parent / f"{stem.name}.run"
+
+    @property
+    def done(self) -> bool:
+        return bool(self.cfg.train.max_steps) and self.step >= self.cfg.train.max_steps
+
+
+def mirror_table(pairs: list[str], classes: list[str]) -> torch.Tensor | None:
+    """`train.mirror` pairs (a:b) → what each class becomes in a horizontally flipped picture."""
+    if not pairs:
+        return None
+    table = torch.arange(len(classes))
+    for pair in pairs:
+        a, _, b = pair.partition(":")
+        if a not in classes or b not in classes:
+            raise UserError(f"train.mirror pair '{pair}' must name two classes of {classes}")
+        table[classes.index(a)], table[classes.index(b)] = classes.index(b), classes.index(a)
+    return table
+
+
+def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str] | None, progress: bool) -> Run:
+    """Devices and processes, data through the model's own preprocessing, the model, the sampler and the optimizer."""
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = _device(tc.device)
+    rank, world = _init_distributed(device)
+    torch.manual_seed(tc.seed)
+    if val_dirs is None:
+        train_dirs, val_dirs = split_sessions([str(d) for d in data_dirs], tc.val_fraction, tc.seed)
+    else:
+        train_dirs = [str(d) for d in data_dirs]
+    pre = Preprocess(cfg.model.input_size, cfg.model.grayscale, cfg.model.crop, cfg.model.mean, cfg.model.std)
+    show = progress and rank == 0
+    train_data = load_data(train_dirs, pre, tc.cache_dir, tc.label_delay, tc.stride, show)
+    val_data = load_data(val_dirs, pre, tc.cache_dir, tc.label_delay, tc.stride, show) if val_dirs else None
+    if val_data is not None and val_data.classes != train_data.classes:
+        raise UserError(f"validation sessions have classes {val_data.classes}, training sessions {train_data.classes}")
+
+    model_cfg = replace(cfg.model, classes=list(train_data.classes))  # the classes come from the sessions
+    model = build_model(model_cfg).to(device)
+    if tc.init:
+        start = load_model(tc.init)
+        if start.cfg != model_cfg:
+            raise UserError(f"train.init {tc.init} has model config {start.cfg}, which differs from {model_cfg}")
+        model.load_state_dict(start.state_dict())
+    model.trained = {"mode": tc.mode, "seq_len": tc.seq_len, "label_delay": tc.label_delay, "stride": tc.stride}
+
+    if tc.mode == "windowed":
+        sampler = WindowSampler(train_data, tc.seq_len, tc.batch_size, tc.windows_per_epoch, tc.seed, rank, world)
+    else:
+        sampler = LaneSampler(train_data, tc.seq_len, tc.batch_size, tc.burn_in, tc.seed, rank, world)
+    total_steps = len(sampler) * tc.epochs
+    weights = class_weights(train_data.class_counts(), tc.balance)
+    return Run(cfg, Path(out), device, rank, world, train_dirs, val_dirs, train_data, val_data, model,
+               torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model,
+               torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay), sampler,
+               min(total_steps, tc.max_steps) if tc.max_steps else total_steps,
+               weights.to(device) if weights is not None else None, mirror_table(tc.mirror, train_data.classes),
+               torch.Generator().manual_seed(tc.seed + rank))
+
+
+def resume_from_checkpoint(run: Run) -> None:
+    """Continue from the run's last checkpoint, if there is one."""
+    ckpt = run.run_dir / "checkpoint.safetensors"
+    if not ckpt.exists():
+        return
+    meta = load_checkpoint(ckpt, run.model, run.opt)
+    run.start_epoch, run.step, run.best, run.history = meta["epoch"] + 1, meta["step"], meta["best"], meta["history"]
+    run.best_state = {k: v.clone() for k, v in run.model.state_dict().items()}
+    if run.is_main:
+        print(f"resumed from {ckpt} at epoch {run.start_epoch}, step {run.step}")
+
+
+# --- one epoch ------------------------------------------------------------------------------------------
+def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
+    """One pass of the sampler: augment → encode all B·T frames as one CNN batch → LSTM → loss → AdamW step."""
+    tc, model, device = run.cfg.train, run.model, run.device
+    model.train()
+    use_amp = tc.amp and device.type == "cuda"
+    t0, frames, loss_sum, correct, count = time.monotonic(), 0, 0.0, 0.0, 0.0
+    state = None  # carried across batches: lanes go on where they stopped; windows reset at their first frame
+    bar = tqdm(run.sampler.batches(epoch), total=len(run.sampler), desc=f"epoch {epoch + 1}/{tc.epochs}",
+               disable=not (progress and run.is_main), unit="step")
+    for batch in bar:
+        if run.done:
+            break
+        batch = batch.to(device)
+        x, y, w = batch.pixels, batch.targets, batch.weight
+        if tc.augment:
+            x, y = augment(x, y, run.gen, run.mirror)
+        b, t = y.shape
+        clip = model.preproc.normalize(x.reshape(b * t, *x.shape[2:])).reshape(b, t, *x.shape[2:])
+        for group in run.opt.param_groups:
+            group["lr"] = lr_at(run.step, run.total_steps, tc.warmup_steps, tc.lr)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits, state = run.net(clip, state, batch.first, return_state=True)
+        state = tuple(s.detach() for s in state)  # truncated BPTT: carry the state, not the graph
+        per_frame = F.cross_entropy(logits.float().reshape(b * t, -1), y.reshape(-1), weight=run.class_weights,
+                                    reduction="none")
+        loss = (per_frame * w.reshape(-1)).sum() / w.sum().clamp(min=1)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        run.opt.step()
+        run.step += 1
+        frames += b * t
+        loss_sum += loss.item() * float(w.sum())
+        correct += float(((logits.argmax(-1) == y).float() * w).sum())
+        count += float(w.sum())
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / max(count, 1):.3f}")
+    bar.close()
+    elapsed = time.monotonic() - t0
+    run.frames_seen += frames * run.world
+    return {"epoch": epoch + 1, "step": run.step, "train_loss": loss_sum / max(count, 1),
+            "train_accuracy": correct / max(count, 1), "frames_per_s": frames * run.world / max(elapsed, 1e-9),
+            "lr": run.opt.param_groups[0]["lr"]}
+
+
+def end_epoch(run: Run, epoch: int, record: dict) -> None:
+    """Validate (or take the training accuracy), keep the best weights, checkpoint, print one line. Rank 0 only."""
+    if run.val_data is not None:
+        v = evaluate_offline(run.model, run.val_data, run.cfg.train.mode, run.cfg.train.seq_len)
+        record.update(val_loss=v["loss"], val_accuracy=v["accuracy"], val_macro_f1=v["macro_f1"])
+        metric = v["accuracy"]
+    else:
+        metric = record["train_accuracy"]
+    run.history.append(record)
+    if metric >= run.best:
+        run.best, run.best_state = metric, {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run.run_dir / "checkpoint.safetensors", run.model, run.opt,
+                    {"epoch": epoch, "step": run.step, "best": run.best, "history": run.history})
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+
+def finish(run: Run, seconds: float) -> dict:
+    """The best weights, scored once more; weights, metrics JSON, curves and confusion matrix written. Rank 0 only."""
+    tc, model = run.cfg.train, run.model
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    scored = run.val_data if run.val_data is not None else run.train_data
+    final = evaluate_offline(model, scored, tc.mode, tc.seq_len)
+    metrics = {
+        "train_sessions": run.train_dirs, "val_sessions": run.val_dirs, "classes": run.train_data.classes,
+        "mode": tc.mode, "steps": run.step, "epochs": len(run.history), "world_size": run.world,
+        "train_frames": run.train_data.frames, "seconds": round(seconds, 2),
+        "frames_per_s": round(run.frames_seen / max(seconds, 1e-9), 1),
+        "best_metric": run.best, "final": final, "history": run.history, "config": asdict(tc),
+    }
+    save_model(model, run.out, extra={"metrics": json.dumps({"val_accuracy": final["accuracy"], "steps": run.step})})
+    stem = run.out.with_suffix("")
+    Path(f"{stem}.metrics.json").write_text(json.dumps(metrics, indent=1))
+    if run.history:
+        plot_curves(run.history, f"{stem}.curves.png")
+    plot_confusion(np.array(final["confusion"]), run.train_data.classes, f"{stem}.confusion.png",
+                   title=f"{'validation' if run.val_data is not None else 'training'} ({tc.mode})")
+    return metrics
+
+
+# --- the whole run --------------------------------------------------------------------------------------
+def train(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str] | None = None, resume: bool = False,
+          progress: bool = True) -> dict:
+    """Train on `data_dirs` (held-out sessions from them, or `val_dirs`), write weights to `out`; returns metrics (rank 0)."""
+    t0 = time.monotonic()
+    run = setup(cfg, data_dirs, out, val_dirs, progress)
+    if resume:
+        resume_from_checkpoint(run)
+    for epoch in range(run.start_epoch, cfg.train.epochs):
+        if run.done:
+            break
+        record = train_one_epoch(run, epoch, progress)
+        if run.is_main:
+            end_epoch(run, epoch, record)
+        if run.world > 1:
+            dist.barrier()
+    metrics = finish(run, time.monotonic() - t0) if run.is_main else {}
+    if run.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics

@@ -1,0 +1,213 @@
+"""TickEngine: K streams, one new frame each → probabilities and class ids, in one call per tick.
+
+It owns preallocated buffers (the uint8 frames, the recurrent state, the cached features, the outputs)
+and runs preprocess → encode (the CNN, once per frame) → temporal step → softmax/argmax on them.
+Both ways of deciding live here:
+
+- `stateful`: the LSTM stepped one frame per tick from the carried state, O(1). Equal to the offline
+  `model(clip)` over everything since the last reset.
+- `windowed`: the LSTM from zero state over the last N cached features of the stream (no frame is
+  encoded twice), equal to `model(last N frames)[:, -1]`. Before N frames have arrived it runs over
+  the n < N there are. A reset empties the stream's window.
+
+Where the hardware allows, the work runs on fast kernels (`model/fast.py`): a CUDA graph of the whole
+tick on a GPU, prepacked oneDNN weights on the CPU. `engine.path` says which ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..model.fast import cast_copy, cuda_graph, packed_cell, packed_encoder
+from ..model.stream_model import State, StreamModel
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MODES = ("stateful", "windowed")
+
+
+class FeatureRing:
+    """The last N encoded frames of each of K streams, (K, N, D), preallocated."""
+
+    def __init__(self, streams: int, size: int, dim: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.buf = torch.zeros(streams, size, dim, device=device, dtype=dtype)
+        self.size = size
+        self.count = np.zeros(streams, np.int64)  # frames held per stream, at most N
+        self._next = np.zeros(streams, np.int64)  # slot the stream's next frame goes to
+
+    def push(self, feats: torch.Tensor) -> None:
+        """One (K, D) feature per stream."""
+        self.buf[np.arange(len(self.count)), self._next] = feats
+        self._next = (self._next + 1) % self.size
+        self.count = np.minimum(self.count + 1, self.size)
+
+    def clear(self, stream: int) -> None:
+        self.count[stream] = self._next[stream] = 0
+
+    def ordered(self, stream: int) -> torch.Tensor:
+        """(n, D) with n = min(count, N), oldest first."""
+        n, nxt, buf = int(self.count[stream]), int(self._next[stream]), self.buf[stream]
+        return buf[:n] if n < self.size else torch.cat([buf[nxt:], buf[:nxt]])
+
+
+class TickEngine:
+    """K streams, one call per tick: `probs, classes = engine(frames, first)`.
+
+    frames: (K, H, W, 3) BGR uint8 (numpy or tensor); first: (K,) bools, the streams whose state is
+    reset before this frame. Returns numpy (K, classes) float32 probabilities and (K,) class ids.
+    `engine.features` holds the (K, D) encoded frames of the last call (on the engine's device).
+    """
+
+    def __init__(self, model: StreamModel, streams: int = 1, dtype: str = "float32", graph: bool | None = None,
+                 fast_cpu: bool = True, mode: str = "stateful", window: int = 16) -> None:
+        if dtype not in DTYPES:
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+        if mode not in MODES:
+            raise UserError(f"predict mode must be stateful or windowed, got '{mode}'")
+        if window < 1:
+            raise UserError(f"predict window must be at least 1, got {window}")
+        self.model = model.eval()
+        self.device = model.head.weight.device
+        self.streams, self.mode, self.window = streams, mode, window
+        self.dtype = DTYPES[dtype]
+        if self.device.type == "cpu" and self.dtype != torch.float32:
+            raise UserError(f"dtype {dtype} needs a CUDA device; on the CPU the engine runs float32")
+        self.use_graph = self.device.type == "cuda" if graph is None else graph
+        if self.use_graph and self.device.type != "cuda":
+            raise UserError("CUDA graphs need a CUDA device")
+        self.fast_cpu = fast_cpu and self.device.type == "cpu"
+        self._net = model if self.dtype == torch.float32 else cast_copy(model, self.dtype)
+        self._shape: tuple[int, int] | None = None
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self.path: dict[str, str] = {}
+
+    # --- buffers, built for the first frame size seen ----------------------------------------------
+    def _build(self, h: int, w: int) -> None:
+        k, dev, m = self.streams, self.device, self.model
+        pin = dev.type == "cuda"
+        self._shape = (h, w)
+        self.host_frames = torch.zeros((k, h, w, 3), dtype=torch.uint8, pin_memory=pin)
+        self.host_first = torch.zeros(k, dtype=torch.bool, pin_memory=pin)
+        self.frames = self.host_frames if dev.type == "cpu" else torch.zeros_like(self.host_frames, device=dev)
+        self.first = self.host_first if dev.type == "cpu" else torch.zeros_like(self.host_first, device=dev)
+        self.state = tuple(s.to(self.dtype) for s in m.init_state(k, dev))
+        self.features = torch.zeros((k, m.feature_dim), device=dev, dtype=self.dtype)
+        self.ring = FeatureRing(k, self.window, m.feature_dim, dev, self.dtype) if self.mode == "windowed" else None
+        self.x = torch.zeros((k, m.preproc.channels, *m.preproc.size), device=dev, dtype=self.dtype)
+        self.probs = torch.zeros((k, len(m.classes)), device=dev)
+        self.classes = torch.zeros(k, dtype=torch.long, device=dev)
+        c, (sh, sw) = m.preproc.channels, m.preproc.size
+        self._encode = self._net.encode
+        self._step = self._net.step_features
+        encoder, cell = "module", "module"
+        if self.fast_cpu:
+            packed = packed_encoder(self._net.encoder, (k, c, sh, sw))
+            self._encode, encoder = (packed, "oneDNN prepacked") if packed else (self._encode, "module")
+            packed_step = packed_cell(self._net, k) if self.mode == "stateful" else None
+            self._step, cell = (self._cpu_step(packed_step), "prepacked") if packed_step else (self._step, "module")
+        self.path = {"device": f"{dev.type} {str(self.dtype).removeprefix('torch.')}", "encoder": encoder,
+                     "temporal": f"{self.mode} ({cell} cell)" if self.mode == "stateful" else f"windowed over {self.window}",
+                     "graph": "CUDA graph" if self.use_graph else "none"}
+        if self.use_graph:
+            self._graph = cuda_graph(self._compute)
+            self.reset()
+
+    def prepare(self, height: int, width: int) -> None:
+        """Allocate the buffers (and capture the graph) for frames of this size; done by the first call otherwise."""
+        self._build(height, width)
+
+    def _cpu_step(self, cell: Callable) -> Callable:
+        """The packed cell, updating the engine's state in place; `first` is read on the host (no mask arithmetic)."""
+        def step(feats: torch.Tensor, state: State, first: torch.Tensor) -> tuple[torch.Tensor, State]:
+            if first.any():
+                for s in state:
+                    s[:, first] = 0.0
+            return cell(feats, state)
+
+        return step
+
+    def _compute(self) -> None:
+        """Preprocess → encode (→ step, when stateful), every output written in place (graph-safe)."""
+        self.x.copy_(self._net.preproc(self.frames))
+        self._model_tick()
+
+    def _model_tick(self) -> None:
+        """Encode (→ step → probabilities and class ids, when stateful), from the preprocessed frames in `self.x`."""
+        feats = self._encode(self.x)
+        self.features.copy_(feats)
+        if self.mode != "stateful":
+            return
+        logits, state = self._step(feats, self.state, self.first)
+        for old, new in zip(self.state, state):
+            if new is not old:
+                old.copy_(new)
+        self._outputs(logits)
+
+    def _outputs(self, logits: torch.Tensor) -> None:
+        torch.softmax(logits.float(), -1, out=self.probs)
+        torch.argmax(logits, -1, out=self.classes)
+
+    def _windowed(self, first: np.ndarray) -> None:
+        """After encoding: push each stream's feature and run the LSTM over its window, from zero state."""
+        ring = self.ring
+        for i in np.flatnonzero(first):
+            ring.clear(int(i))
+        ring.push(self.features)
+        if (ring.count == ring.count[0]).all():  # the usual case: one batched call
+            windows = torch.stack([ring.ordered(i) for i in range(self.streams)])
+            logits = self._net.window(windows)
+        else:
+            logits = torch.cat([self._net.window(ring.ordered(i)[None]) for i in range(self.streams)])
+        self._outputs(logits)
+
+    def model_tick_fn(self) -> Callable[[], None]:
+        """One tick of model work only, on `self.x` (for benchmarks): a graph replay on CUDA, else the call itself."""
+        assert self._shape is not None, "prepare() first"
+        return cuda_graph(self._model_tick).replay if self.use_graph else self._model_tick
+
+    # --- per tick ----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Zero every stream's recurrent state and empty every window."""
+        if self._shape is None:
+            return
+        with torch.inference_mode():  # the buffers may have been made inside inference mode
+            for s in self.state:
+                s.zero_()
+        if self.ring is not None:
+            for i in range(self.streams):
+                self.ring.clear(i)
+
+    def submit(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None) -> None:
+        """Start a tick: copy the frames in, then run (or replay) it. On CUDA a stateful tick returns before the GPU is done."""
+        t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if t.dim() == 3:
+            t = t[None]
+        if t.dtype != torch.uint8 or t.shape[0] != self.streams or t.shape[-1] != 3:
+            raise ValueError(f"expected ({self.streams}, H, W, 3) BGR uint8 frames, got {tuple(t.shape)} {t.dtype}")
+        if self._shape != tuple(t.shape[1:3]):
+            self._build(t.shape[1], t.shape[2])
+        first_np = np.zeros(self.streams, bool) if first is None else np.asarray(first, bool)
+        self.host_frames.copy_(t)
+        self.host_first.copy_(torch.from_numpy(first_np))
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                self.frames.copy_(self.host_frames, non_blocking=True)
+                self.first.copy_(self.host_first, non_blocking=True)
+            if self._graph is not None:
+                self._graph.replay()
+            else:
+                self._compute()
+            if self.mode == "windowed":
+                self._windowed(first_np)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Wait for the tick submitted last: (K, classes) probabilities and (K,) class ids, as numpy."""
+        return self.probs.cpu().numpy().copy(), self.classes.cpu().numpy().copy()  # the buffers are reused next tick
+
+    def __call__(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        self.submit(frames, first)
+        return self.result()

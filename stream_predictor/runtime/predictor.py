@@ -1,0 +1,223 @@
+"""Predictor: the inference thread. The ring's only reader; it owns the agent that decides.
+
+Each frame handed over by the ring is used once: the agent decides (for a model: preprocess → encode,
+the CNN once → temporal step, stateful or windowed, in the TickEngine → smoothing) → Tick → sinks.
+
+With `tick_hz`, ticks come at a fixed rate: each takes the newest unseen frame, and a tick that
+finds none repeats the last decision with `stale: true`. A new episode, or a live source silent for
+longer than `max_gap_s`, starts the agent's memory afresh.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import Config
+from ..model.stream_model import StreamModel
+from ..sources import Source, open_source
+from .agent import Agent, ModelAgent, resolve_mode
+from .capture import CaptureThread
+from .ring import RingFrame
+from .tick import CallbackSink, Sink, Tick, Timings
+
+__all__ = ["Predictor", "PredictorStats", "Tick"]
+
+
+@dataclass
+class PredictorStats:
+    ticks: int = 0
+    frames: int = 0  # frames processed (encoded once each)
+    stale: int = 0
+    skipped: int = 0
+    resets: int = 0
+    latency_ms: Timings = field(default_factory=Timings)
+    model_ms: Timings = field(default_factory=Timings)  # preprocess → encode → step → probabilities
+
+
+class Predictor:
+    """`with Predictor(model, source) as p: for tick in p: …` — or `p.run()`, or `p.start()` for a background thread.
+
+    `model` is a StreamModel (decided through a `ModelAgent` in `mode`, with `window`, `ema` and
+    `hysteresis`) or any `Agent`. `keep_frames` puts each frame into its Tick; it is on by itself when
+    a sink `needs_frames`.
+    """
+
+    def __init__(self, model: StreamModel | Agent, source: str | Source, mode: str = "stateful", replay: str = "lockstep",
+                 window: int = 16, tick_hz: float = 0.0, ema: float = 0.0, hysteresis: float = 0.0,
+                 sinks: Sequence[Sink | Callable[[Tick], None]] = (), ring_size: int = 32, threads: int = 1, max_frames: int = 0,
+                 max_gap_s: float = 1.0, config: Config | None = None, keep_frames: bool = False) -> None:
+        self.cfg = config or Config()
+        p = self.cfg.predict
+        if isinstance(model, Agent):
+            self.agent = model
+        else:
+            self.agent = ModelAgent(model.eval(), mode, window, ema, hysteresis, p.dtype, p.graph, p.fast_cpu)
+        self.mode = self.agent.kind
+        self.tick_hz = tick_hz
+        self.sinks = [s if isinstance(s, Sink) else CallbackSink(s) for s in sinks]  # a plain function is a sink too
+        self.threads, self.max_gap_s = threads, max_gap_s
+        self.keep_frames = keep_frames or any(s.needs_frames for s in self.sinks)
+        self.source = open_source(source, self.cfg.source) if isinstance(source, str) else source
+        c = self.cfg.source
+        self.capture = CaptureThread(self.source, ring_size, replay, max_frames, c.reconnect_max, c.reconnect_backoff_s)
+        self.stats = PredictorStats()
+        self.error: BaseException | None = None
+        self._sinks_closed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+        self._t_end = 0.0
+
+    @classmethod
+    def from_config(cls, model: StreamModel | Agent, cfg: Config, source: str | Source | None = None,
+                    sinks: Sequence[Sink] = (), max_frames: int = 0, keep_frames: bool = False) -> Predictor:
+        p = cfg.predict
+        mode, window = resolve_mode(model, p) if isinstance(model, StreamModel) else ("stateful", 16)
+        return cls(model, source if source is not None else cfg.source.spec, mode, cfg.replay, window, p.tick_hz,
+                   p.ema, p.hysteresis, sinks, cfg.source.ring_size, p.threads, max_frames, p.max_gap_s, cfg, keep_frames)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> Predictor:
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        self._t0 = time.monotonic()
+        self.capture.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop both threads (joined with a timeout), release the source, close the sinks. Idempotent."""
+        self._stop.set()
+        self.capture.close(timeout)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if not self._sinks_closed:
+            self._sinks_closed = True
+            for sink in self.sinks:
+                sink.close()
+        self._t_end = self._t_end or time.monotonic()
+
+    def stop(self) -> None:
+        """Ask the inference loop to finish after the current tick (safe from a sink, i.e. from inside the loop)."""
+        self._stop.set()
+
+    def start(self) -> Predictor:
+        """Run the inference loop on its own thread; `join()` waits and re-raises its error."""
+        self.__enter__()
+        self._thread = threading.Thread(target=self._run_thread, name="inference", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run_thread(self) -> None:
+        try:
+            for _ in self._ticks():
+                pass
+        except BaseException as e:
+            self.error = e
+            self.capture.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the inference thread; True when it has finished. Raises the error it stopped on."""
+        assert self._thread is not None, "join() needs start()"
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return not self._thread.is_alive()
+
+    def run(self) -> dict:
+        """Process the whole stream in this thread and return the summary."""
+        for _ in self:
+            pass
+        return self.summary()
+
+    def __iter__(self) -> Iterator[Tick]:
+        return self._ticks()
+
+    # --- the loop --------------------------------------------------------------------------------
+    def _next_frame(self, last_seq: int, deadline: float | None) -> RingFrame | None:
+        """The next frame to use, waiting until `deadline` (fixed-rate ticks) or until one arrives."""
+        ring = self.capture.ring
+        while not self._stop.is_set():
+            timeout = 0.25 if deadline is None else max(0.0, deadline - time.monotonic())
+            frame = ring.wait_newer(last_seq, timeout)
+            if frame is not None or deadline is not None or ring.closed:
+                return frame
+        return None
+
+    def _ticks(self) -> Iterator[Tick]:
+        self.agent.reset()
+        last: RingFrame | None = None
+        last_tick: Tick | None = None
+        period = 1.0 / self.tick_hz if self.tick_hz > 0 else 0.0
+        next_tick = time.monotonic() + period
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                if period:  # fixed-rate ticks: wait for the next slot, never bunching up to catch up
+                    self._stop.wait(max(0.0, next_tick - time.monotonic()))
+                    next_tick = max(next_tick + period, time.monotonic())
+                frame = self._next_frame(-1 if last is None else last.seq, time.monotonic() if period else None)
+                if frame is not None:
+                    last_tick = self._decide(frame, last)
+                    last = frame
+                    yield self._emit(last_tick)
+                elif self.capture.ring.closed and self.capture.ring.newest_seq <= (-1 if last is None else last.seq):
+                    if self.capture.ring.error is not None:
+                        raise self.capture.ring.error
+                    break
+                elif period and last_tick is not None:
+                    self.stats.stale += 1
+                    yield self._emit(Tick(**{**last_tick.__dict__, "t_decision": time.monotonic(), "skipped": 0,
+                                             "stale": True, "image": None}))
+        self._t_end = time.monotonic()
+
+    def _decide(self, frame: RingFrame, previous: RingFrame | None) -> Tick:
+        """The agent's decision on a frame handed over by the ring, as a Tick; the ring slot is released here."""
+        gap = previous is not None and frame.t_capture - previous.t_capture > self.max_gap_s
+        first = frame.first or (self.source.live and gap)
+        t0 = time.perf_counter()
+        decision = self.agent.decide(frame.image, first)
+        t1 = time.perf_counter()
+        image = frame.image.copy() if self.keep_frames else None
+        self.capture.ring.release()  # the pixels are no longer needed; the writer may reuse the slot
+        now = time.monotonic()
+        s = self.stats
+        s.frames += 1
+        s.skipped += frame.skipped
+        s.resets += first
+        s.model_ms.add((t1 - t0) * 1000)
+        s.latency_ms.add((now - frame.t_capture) * 1000.0)
+        return Tick(frame.seq, frame.t_capture, now, (now - frame.t_capture) * 1000.0, decision.class_id,
+                    self.agent.classes[decision.class_id], decision.probs.tolist(), frame.skipped, False, first, image)
+
+    def _emit(self, tick: Tick) -> Tick:
+        self.stats.ticks += 1
+        for sink in self.sinks:
+            sink(tick)
+            if sink.finished:
+                self._stop.set()
+        return tick
+
+    # --- report -------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """The run's figures, with each sink's and the source's own."""
+        s, cap = self.stats, self.capture.stats
+        elapsed = (self._t_end or time.monotonic()) - self._t0
+        lat = s.latency_ms.percentiles(50, 99)
+        out = {
+            "source": self.source.name, "mode": self.mode, "ticks": s.ticks, "frames": s.frames, "stale": s.stale,
+            "captured": cap.captured, "skipped": s.skipped, "unread": cap.captured - s.frames - s.skipped,
+            "resets": s.resets, "reconnects": cap.reconnects, "elapsed_s": round(elapsed, 3),
+            "fps": round(s.frames / elapsed, 2) if elapsed > 0 else 0.0,
+            "latency_ms_p50": lat[0], "latency_ms_p99": lat[1], "model_ms_p50": s.model_ms.percentiles(50)[0],
+            **self.source.summary(), **self.agent.describe(),
+        }
+        for sink in self.sinks:
+            out.update(sink.summary())
+        return out

@@ -1,0 +1,77 @@
+"""What the runtime hands out: a Tick per decision, and the Sink interface that receives them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Tick:
+    seq: int  # the frame's seq from the source; for a stale tick, the last frame's
+    t_capture: float  # monotonic time the frame was captured
+    t_decision: float  # monotonic time the decision was made
+    latency_ms: float  # capture → decision
+    class_id: int
+    class_name: str
+    probs: list[float]
+    skipped: int  # frames overwritten unseen since the previous tick
+    stale: bool = False  # a fixed-rate tick with no new frame: the last decision repeated
+    first: bool = False  # the recurrent state was reset at this frame
+    image: np.ndarray | None = field(default=None, repr=False)  # the frame (BGR uint8), only when a sink needs frames
+
+    def to_json(self) -> dict:
+        return {"seq": self.seq, "t_capture": round(self.t_capture, 6), "t_decision": round(self.t_decision, 6),
+                "latency_ms": round(self.latency_ms, 3), "class_id": self.class_id, "class": self.class_name,
+                "probs": [round(p, 6) for p in self.probs], "skipped": self.skipped, "stale": self.stale}
+
+
+class Timings:
+    """The last `keep` values of a per-tick measurement, in a fixed array: memory stays flat on long runs."""
+
+    def __init__(self, keep: int = 1 << 17) -> None:
+        self.values = np.zeros(keep)
+        self.n = 0
+
+    def add(self, value: float) -> None:
+        self.values[self.n % len(self.values)] = value
+        self.n += 1
+
+    def percentiles(self, *qs: float) -> list[float]:
+        data = self.values[: min(self.n, len(self.values))]
+        return [round(float(np.percentile(data, q)), 3) if data.size else 0.0 for q in qs]
+
+
+class Sink:
+    """Where ticks go. Subclasses implement `__call__`; everything else has a default.
+
+    - `needs_frames`: the ticks must carry the frame (`Tick.image`), e.g. to draw or record it.
+    - `finished`: set it to end the run; the Predictor checks it after every tick (a game's episodes
+      are over, a preview window was closed). A sink never holds the Predictor.
+    - `summary()`: figures merged into the run's summary.
+    - `close()`: called once on every exit path.
+    """
+
+    needs_frames: bool = False
+    finished: bool = False
+
+    def __call__(self, tick: Tick) -> None:
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class CallbackSink(Sink):
+    """A plain function of each tick."""
+
+    def __init__(self, fn: Callable[[Tick], None]) -> None:
+        self.fn = fn
+
+    def __call__(self, tick: Tick) -> None:
+        self.fn(tick)

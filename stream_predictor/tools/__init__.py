@@ -1,0 +1,1 @@
+"""Measurements of the runtime: benchmarks and soak runs."""
