@@ -32,6 +32,59 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _per_tick(args, encoders, windows, targets, cfg):
+    rows = [row for enc in encoders for dev, dtype in targets
+            for row in bench.per_tick(bench.default_bench_model(enc), windows, args.repeats, dev, dtype)]
+    return "per tick: incremental step (fast path; the eager module step beside it) vs recomputing the CNN over N frames", rows
+
+
+def _threads(args, encoders, windows, targets, cfg):
+    return "one-frame step, nature_cnn 84x84 + LSTM 256, by torch thread count", \
+        bench.threads(bench.default_bench_model("nature_cnn"), args.repeats)
+
+
+def _streams(args, encoders, windows, targets, cfg):
+    rows = bench.streams("nature_cnn", (1, 8), "cpu", "float32", args.repeats)
+    if any(dev == "cuda" for dev, _ in targets):
+        for enc in ("nature_cnn", "resnet18"):
+            rows += bench.streams(enc, (1, 64), "cuda", "float16", args.repeats)
+    return "K streams, one engine call per tick (preprocessing and upload included)", rows
+
+
+def _parity(args, encoders, windows, targets, cfg):
+    steps = {"nature_cnn": 1000, "alexnet": 1000, "resnet18": 200, "mobilenet_v3_small": 200, "efficientnet_b0": 200}
+    return "parity: stepping vs offline forward, fp32, reset half-way", \
+        [bench.parity(enc, steps[enc], 84 if enc == "nature_cnn" else 64) for enc in encoders]
+
+
+def _capture(args, encoders, windows, targets, cfg):
+    return "capture (lockstep vs plain cv2 loop)", [bench.capture_ratio(repeats=args.repeats)]
+
+
+def _sources(args, encoders, windows, targets, cfg):
+    specs = (["ale:Pong"] if importlib.util.find_spec("ale_py") else []) + (["screen:0,0,800,600"] if os.environ.get("DISPLAY") else [])
+    return "source rates", [bench.source_fps(s) for s in specs]
+
+
+def _latency(args, encoders, windows, targets, cfg):
+    model = bench.default_bench_model("nature_cnn")
+    return "Predictor capture → decision latency, nature_cnn 84x84 + LSTM 256", \
+        [bench.latency(model, fps, frames) for fps, frames in ((60, 600), (0, 30000))]
+
+
+def _train(args, encoders, windows, targets, cfg):
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    try:
+        rows = [bench.train_fps(device=dev) for dev in sorted({dev for dev, _ in targets})]
+    finally:
+        torch.set_num_threads(cfg.predict.threads)
+    return "training throughput, nature_cnn 84x84 + LSTM 256", rows
+
+
+PARTS = {"per_tick": _per_tick, "threads": _threads, "streams": _streams, "parity": _parity, "capture": _capture,
+         "sources": _sources, "latency": _latency, "train": _train}
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     encoders = [e for e in args.encoders.split(",") if e]
     unknown = [e for e in encoders if e not in ENCODERS]
@@ -39,55 +92,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError(f"unknown encoder(s) {', '.join(unknown)}; known: {', '.join(ENCODERS)}")
     windows = tuple(int(n) for n in args.windows.split(","))
     parts = set(args.only.split(","))
-    known = {"per_tick", "threads", "streams", "latency", "capture", "sources", "train", "parity"}
-    if parts - known:
-        raise UserError(f"unknown bench part(s) {', '.join(sorted(parts - known))}; known: {', '.join(sorted(known))}")
+    if parts - set(PARTS):
+        raise UserError(f"unknown bench part(s) {', '.join(sorted(parts - set(PARTS)))}; known: {', '.join(sorted(PARTS))}")
     torch.set_num_threads(cfg.predict.threads)
-    cuda = torch.cuda.is_available()
-    targets = [("cpu", "float32")] + ([("cuda", "float32"), ("cuda", "float16")] if cuda else [])
+    targets = [("cpu", "float32")] + ([("cuda", "float32"), ("cuda", "float16")] if torch.cuda.is_available() else [])
     results: dict = {**bench.machine(), "torch_threads": cfg.predict.threads}
     if not args.json:
         print(", ".join(f"{k}: {v}" for k, v in results.items()) + "\n")
-
-    def show(title: str, rows: list[dict]) -> None:
-        if not args.json:
-            print(f"{title}\n{_table(rows)}\n", flush=True)
-
-    if "per_tick" in parts:
-        results["per_tick"] = [row for enc in encoders for dev, dtype in targets
-                               for row in bench.per_tick(bench.default_bench_model(enc), windows, args.repeats, dev, dtype)]
-        show("per tick: incremental step (fast path; the eager module step beside it) vs recomputing the CNN over N frames",
-             results["per_tick"])
-    if "threads" in parts:
-        results["threads"] = bench.threads(bench.default_bench_model("nature_cnn"), args.repeats)
-        show("one-frame step, nature_cnn 84x84 + LSTM 256, by torch thread count", results["threads"])
-    if "streams" in parts:
-        rows = bench.streams("nature_cnn", (1, 8), "cpu", "float32", args.repeats)
-        if cuda:
-            rows += bench.streams("nature_cnn", (1, 64), "cuda", "float16", args.repeats)
-            rows += bench.streams("resnet18", (1, 64), "cuda", "float16", args.repeats)
-        results["streams"] = rows
-        show("K streams, one engine call per tick (preprocessing and upload included)", rows)
-    if "parity" in parts:
-        steps = {"nature_cnn": 1000, "alexnet": 1000, "resnet18": 200, "mobilenet_v3_small": 200, "efficientnet_b0": 200}
-        results["parity"] = [bench.parity(enc, steps[enc], 84 if enc == "nature_cnn" else 64) for enc in encoders]
-        show("parity: stepping vs offline forward, fp32, reset half-way", results["parity"])
-    if "capture" in parts:
-        results["capture"] = bench.capture_ratio(repeats=args.repeats)
-        show("capture (lockstep vs plain cv2 loop)", [results["capture"]])
-    if "sources" in parts:
-        specs = (["ale:Pong"] if importlib.util.find_spec("ale_py") else []) + (["screen:0,0,800,600"] if os.environ.get("DISPLAY") else [])
-        results["sources"] = [bench.source_fps(s) for s in specs]
-        show("source rates", results["sources"])
-    if "latency" in parts:
-        model = bench.default_bench_model("nature_cnn")
-        results["latency"] = [bench.latency(model, fps, frames) for fps, frames in ((60, 600), (0, 30000))]
-        show("Predictor capture → decision latency, nature_cnn 84x84 + LSTM 256", results["latency"])
-    if "train" in parts:
-        torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
-        results["train"] = [bench.train_fps(device=dev) for dev in ["cpu"] + (["cuda"] if cuda else [])]
-        torch.set_num_threads(cfg.predict.threads)
-        show("training throughput, nature_cnn 84x84 + LSTM 256", results["train"])
+    for name, part in PARTS.items():
+        if name in parts:
+            title, results[name] = part(args, encoders, windows, targets, cfg)
+            if not args.json:
+                print(f"{title}\n{_table(results[name])}\n", flush=True)
     if args.json:
         print(json.dumps(results))
     return 0

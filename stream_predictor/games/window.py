@@ -38,86 +38,107 @@ def action_for(held: set[str], meanings: list[str], keys: dict[str, str]) -> int
     return meanings.index(wanted) if wanted in meanings else (meanings.index(parts[0]) if parts and parts[0] in meanings else 0)
 
 
-def host(game: str = "Pong", seed: int = 0, fps: float = 0.0, title: str = "", log: str | None = None, steps: int = 0,
-         scale: int = 1) -> dict:
-    try:
-        import tkinter as tk
-    except ImportError:
-        raise UserError("the game window needs tkinter (apt-get install python3-tk)") from None
-    source = AleGame(game, seed=seed)
-    keys = GAME_KEYS.get(game, DEFAULT_KEYS)
-    title = title or f"stream-predictor {game}"
-    try:
-        root = tk.Tk()
-    except tk.TclError as e:
-        raise UserError(f"cannot open a window: {e}") from None
-    root.title(title)
-    root.resizable(False, False)
-    label = tk.Label(root, borderwidth=0, highlightthickness=0, padx=0, pady=0)
-    label.pack()
-    held: set[str] = set()
-    pending: dict[str, str] = {}  # key → after() id of a release waiting out the debounce
-    log_file = open(log, "w") if log else None  # noqa: SIM115 - closed below
-    period = 1.0 / (fps or source.fps)
-    state: dict = {"step": 0, "next": time.monotonic(), "image": None, "stop": False}
+class GameWindow:
+    """A Tk window showing an ALE game 1:1 (or zoomed), stepped at a fixed rate with the action of the keys held."""
 
-    def on_press(event) -> None:
+    def __init__(self, game: str = "Pong", seed: int = 0, fps: float = 0.0, title: str = "", log: str | None = None,
+                 steps: int = 0, scale: int = 1) -> None:
+        try:
+            import tkinter as tk
+        except ImportError:
+            raise UserError("the game window needs tkinter (apt-get install python3-tk)") from None
+        self.tk, self.game, self.steps, self.scale = tk, game, steps, scale
+        self.title = title or f"stream-predictor {game}"
+        self.keys = GAME_KEYS.get(game, DEFAULT_KEYS)
+        self.source = AleGame(game, seed=seed)
+        try:
+            self.root = tk.Tk()
+        except tk.TclError as e:
+            self.source.close()
+            raise UserError(f"cannot open a window: {e}") from None
+        self.root.title(self.title)
+        self.root.resizable(False, False)
+        self.label = tk.Label(self.root, borderwidth=0, highlightthickness=0, padx=0, pady=0)
+        self.label.pack()
+        self.log_path = log
+        self.log = open(log, "w") if log else None  # noqa: SIM115 - closed in run()
+        self.period = 1.0 / (fps or self.source.fps)
+        self.held: set[str] = set()
+        self.pending: dict[str, str] = {}  # key → after() id of a release waiting out the debounce
+        self.step, self.next_t, self.stop, self.image = 0, time.monotonic(), False, None
+
+    # --- keys: a release counts only once it has lasted the debounce (X autorepeat sends release+press pairs)
+    def _on_press(self, event) -> None:
         key = event.keysym.lower()
-        if key in pending:
-            root.after_cancel(pending.pop(key))
-        held.add(key)
+        if key in self.pending:
+            self.root.after_cancel(self.pending.pop(key))
+        self.held.add(key)
 
-    def on_release(event) -> None:
+    def _on_release(self, event) -> None:
         key = event.keysym.lower()
 
         def release() -> None:
-            pending.pop(key, None)
-            held.discard(key)
+            self.pending.pop(key, None)
+            self.held.discard(key)
 
-        pending[key] = root.after(RELEASE_DEBOUNCE_MS, release)
+        self.pending[key] = self.root.after(RELEASE_DEBOUNCE_MS, release)
 
-    def frame_loop() -> None:
-        if state.get("stop"):
-            root.destroy()
-            return
-        action = action_for(held, source.action_meanings, keys)
-        source.act(action)
-        frame = source.read()
-        rgb = frame.image[:, :, ::-1]
-        if scale > 1:
-            rgb = np.repeat(np.repeat(rgb, scale, 0), scale, 1)
+    # --- one game step per period
+    def _show(self, bgr: np.ndarray) -> None:
+        rgb = bgr[:, :, ::-1]
+        if self.scale > 1:
+            rgb = np.repeat(np.repeat(rgb, self.scale, 0), self.scale, 1)
         h, w = rgb.shape[:2]
-        state["image"] = tk.PhotoImage(width=w, height=h, data=b"P6 %d %d 255\n" % (w, h) + rgb.tobytes(), format="PPM")
-        label.configure(image=state["image"])
-        if log_file:
-            entry = {"step": state["step"], "t": round(time.monotonic(), 4), "keys": sorted(held), "action": action,
-                     "action_name": source.action_meanings[action], "score": source.episode_return}
-            if game in PADDLE_RAM:
-                entry["paddle"] = int(source.ram()[PADDLE_RAM[game]])
-            log_file.write(json.dumps(entry) + "\n")
-            log_file.flush()
-        state["step"] += 1
-        if steps and state["step"] >= steps:
-            root.destroy()
+        self.image = self.tk.PhotoImage(width=w, height=h, data=b"P6 %d %d 255\n" % (w, h) + rgb.tobytes(), format="PPM")
+        self.label.configure(image=self.image)
+
+    def _write_log(self, action: int) -> None:
+        entry = {"step": self.step, "t": round(time.monotonic(), 4), "keys": sorted(self.held), "action": action,
+                 "action_name": self.source.action_meanings[action], "score": self.source.episode_return}
+        if self.game in PADDLE_RAM:
+            entry["paddle"] = int(self.source.ram()[PADDLE_RAM[self.game]])
+        self.log.write(json.dumps(entry) + "\n")
+        self.log.flush()
+
+    def _tick(self) -> None:
+        if self.stop:
+            self.root.destroy()
             return
-        state["next"] = max(state["next"] + period, time.monotonic() - period)  # drift-free, never a burst to catch up
-        root.after(max(1, int((state["next"] - time.monotonic()) * 1000)), frame_loop)
+        action = action_for(self.held, self.source.action_meanings, self.keys)
+        self.source.act(action)
+        self._show(self.source.read().image)
+        if self.log:
+            self._write_log(action)
+        self.step += 1
+        if self.steps and self.step >= self.steps:
+            self.root.destroy()
+            return
+        self.next_t = max(self.next_t + self.period, time.monotonic() - self.period)  # drift-free, never a burst to catch up
+        self.root.after(max(1, int((self.next_t - time.monotonic()) * 1000)), self._tick)
 
-    def stop(signum: int, frame: object) -> None:  # Tk swallows exceptions in callbacks: end the loop by a flag
-        state["stop"] = True
+    def _signal(self, signum: int, frame: object) -> None:  # Tk swallows exceptions in callbacks: end the loop by a flag
+        self.stop = True
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
-    root.bind("<KeyPress>", on_press)
-    root.bind("<KeyRelease>", on_release)
-    root.after(0, frame_loop)
-    root.focus_force()
-    print(f"window '{title}': {game}, keys {', '.join(f'{k}→{v}' for k, v in keys.items())}; close it to stop", file=sys.stderr)
-    try:
-        root.mainloop()
-    finally:
-        if log_file:
-            log_file.close()
-        source.close()
-    return {"game": game, "steps": state["step"], "episodes": len(source.episode_returns), "score": source.episode_return,
-            "log": str(Path(log)) if log else None}
+    def run(self) -> dict:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._signal)
+        self.root.bind("<KeyPress>", self._on_press)
+        self.root.bind("<KeyRelease>", self._on_release)
+        self.root.after(0, self._tick)
+        self.root.focus_force()
+        print(f"window '{self.title}': {self.game}, keys {', '.join(f'{k}→{v}' for k, v in self.keys.items())}; "
+              "close it to stop", file=sys.stderr)
+        try:
+            self.root.mainloop()
+        finally:
+            if self.log:
+                self.log.close()
+            self.source.close()
+        return {"game": self.game, "steps": self.step, "episodes": len(self.source.episode_returns),
+                "score": self.source.episode_return, "log": str(Path(self.log_path)) if self.log_path else None}
+
+
+def host(game: str = "Pong", seed: int = 0, fps: float = 0.0, title: str = "", log: str | None = None, steps: int = 0,
+         scale: int = 1) -> dict:
+    """Open the window and play until it is closed, `steps` steps have passed, or SIGINT/SIGTERM; returns a summary."""
+    return GameWindow(game, seed, fps, title, log, steps, scale).run()
