@@ -344,3 +344,24 @@ def test_stream_that_never_comes_back_gives_up_with_an_error():
             for f in cap.frames():
                 frames.append(f.seq)
     assert frames == list(range(len(frames))) and len(frames) <= 5
+
+
+def test_moving_dot_labels_follow_its_pixels():
+    """synthetic:dot: each label is the direction the drawn dot moved since the previous frame; five classes."""
+    source = open_source("synthetic:dot?frames=300&seed=3")
+    frames = [source.read() for _ in range(300)]
+    assert source.read() is None and source.truth_classes == ("left", "right", "up", "down", "still")
+
+    def centre(image):
+        ys, xs = np.nonzero(image[:, :, 0] == 255)
+        return xs.mean(), ys.mean()
+
+    for prev, cur in zip(frames, frames[1:]):
+        (x0, y0), (x1, y1) = centre(prev.image), centre(cur.image)
+        dx, dy = x1 - x0, y1 - y0
+        seen = ("right" if dx > 0 else "left") if abs(dx) >= abs(dy) and abs(dx) > 1 else \
+            ("down" if dy > 0 else "up") if abs(dy) > 1 else "still"
+        assert source.label_of(cur.seq) == seen, (cur.seq, dx, dy)
+    assert {source.label_of(i) for i in range(300)} == set(source.truth_classes)
+    again = open_source("synthetic:dot?frames=300&seed=3")
+    assert np.array_equal(again.read().image, frames[0].image)  # a pure function of the seed and the frame number

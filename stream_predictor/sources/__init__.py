@@ -1,7 +1,8 @@
 """`open_source(spec)`: one function from a source spec to a Source.
 
 Specs: `0` (camera index), `path/video.mp4`, `rtsp://…` / `http://…`, `screen`, `screen:x,y,w,h`,
-`window:TITLE` (X11), `ale:Pong`, `dir/of/images`, `session_dir` (a recorded session), `synthetic:bounce`. Options follow a `?`, e.g.
+`window:TITLE` (X11), `ale:Pong`, `dir/of/images`, `session_dir` (a recorded session), `synthetic:bounce`,
+`synthetic:dot`. Options follow a `?`, e.g.
 `ale:Pong?seed=3&frameskip=4`, `synthetic:bounce?fps=60&frames=500`, `screen:0,0,800,600?monitor=1`.
 Options not in the spec come from the `source` config section.
 """
@@ -158,7 +159,10 @@ def open_source(spec: str, cfg: SourceConfig | None = None, options: dict | None
         return AleGame(s.target, seed=o.get("seed", cfg.seed), frameskip=o.get("frameskip", cfg.frameskip),
                        sticky=o.get("sticky", cfg.sticky), max_episode_steps=o.get("max_episode_steps", cfg.max_episode_steps),
                        sync=bool(o.get("sync", False)), flicker=float(o.get("flicker", cfg.flicker)))
-    from .synthetic import Synthetic
+    from .synthetic import MovingDot, Synthetic
 
+    if s.target == "dot":
+        return MovingDot(width=o.get("width", cfg.width or 96), height=o.get("height", cfg.height or 96),
+                         fps=float(o.get("fps", cfg.fps or 30.0)), frames=int(o.get("frames", 0)), seed=o.get("seed", cfg.seed))
     return Synthetic(s.target or "bounce", width=o.get("width", cfg.width or 160), height=o.get("height", cfg.height or 120),
                      fps=float(o.get("fps", cfg.fps or 60.0)), frames=int(o.get("frames", 0)), seed=o.get("seed", cfg.seed))
