@@ -159,10 +159,15 @@ def open_source(spec: str, cfg: SourceConfig | None = None, options: dict | None
         return AleGame(s.target, seed=o.get("seed", cfg.seed), frameskip=o.get("frameskip", cfg.frameskip),
                        sticky=o.get("sticky", cfg.sticky), max_episode_steps=o.get("max_episode_steps", cfg.max_episode_steps),
                        sync=bool(o.get("sync", False)), flicker=float(o.get("flicker", cfg.flicker)))
+    return _synthetic(s.target or "bounce", o, cfg)
+
+
+def _synthetic(pattern: str, o: dict, cfg: SourceConfig) -> Source:
     from .synthetic import MovingDot, Synthetic
 
-    if s.target == "dot":
+    frames, seed = int(o.get("frames", 0)), o.get("seed", cfg.seed)
+    if pattern == "dot":
         return MovingDot(width=o.get("width", cfg.width or 96), height=o.get("height", cfg.height or 96),
-                         fps=float(o.get("fps", cfg.fps or 30.0)), frames=int(o.get("frames", 0)), seed=o.get("seed", cfg.seed))
-    return Synthetic(s.target or "bounce", width=o.get("width", cfg.width or 160), height=o.get("height", cfg.height or 120),
-                     fps=float(o.get("fps", cfg.fps or 60.0)), frames=int(o.get("frames", 0)), seed=o.get("seed", cfg.seed))
+                         fps=float(o.get("fps", cfg.fps or 30.0)), frames=frames, seed=seed)
+    return Synthetic(pattern, width=o.get("width", cfg.width or 160), height=o.get("height", cfg.height or 120),
+                     fps=float(o.get("fps", cfg.fps or 60.0)), frames=frames, seed=seed)
