@@ -77,6 +77,13 @@ def test_eval_cli_json(motion, tmp_path):
     assert set(result) >= {"accuracy", "macro_f1", "recall", "confusion", "offline_accuracy"}
     assert result["mode"] == "windowed" and result["window"] == 8
     assert result["accuracy"] == result["offline_accuracy"]
+    assert 0 < result["accuracy_after_warmup"] <= 1  # frames whose window was full: all but the first 7 of 800
+
+
+def test_frames_since_episode_start():
+    from stream_predictor.learn.evaluate import frames_since_start
+
+    assert frames_since_start(np.array([1, 0, 0, 1, 0, 0, 0, 1], bool)).tolist() == [0, 1, 2, 0, 1, 2, 3, 0]
 
 
 def test_resume_continues_from_the_checkpoint(motion, tmp_path):

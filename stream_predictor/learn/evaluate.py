@@ -28,12 +28,12 @@ def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path |
     delay, stride = int(model.trained.get("label_delay", 0)), int(model.trained.get("stride", 1))
     k = len(model.classes)
     cm_stream, cm_offline = np.zeros((k, k), np.int64), np.zeros((k, k), np.int64)
-    per_session, agree, total = [], 0, 0
+    per_session, agree, total, warm_right, warm_total = [], 0, 0, 0, 0
     for d in dirs:
         session = load_session(d)
         if session.classes != model.classes:
             raise UserError(f"{d} has classes {session.classes}; the model has {model.classes}")
-        n, targets, _ = aligned_targets(session, delay, stride)
+        n, targets, firsts = aligned_targets(session, delay, stride)
         # Streaming: the real threads, one tick per (strided) frame, deciding without smoothing (as offline does).
         agent = ModelAgent(model, mode, window, dtype=cfg.predict.dtype, graph=cfg.predict.graph, fast_cpu=cfg.predict.fast_cpu)
         with Predictor(agent, SessionSource(d, stride=stride, frames=n), replay="lockstep", ring_size=cfg.source.ring_size,
@@ -49,12 +49,22 @@ def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path |
         cm_offline += confusion(targets, offline_pred, k)
         agree += int((stream_pred == offline_pred).sum())
         total += len(targets)
+        warm = frames_since_start(firsts) >= window - 1  # the decision saw a whole window (stateful: as much history)
+        warm_right += int((stream_pred[warm] == targets[warm]).sum())
+        warm_total += int(warm.sum())
         per_session.append({"session": str(d), "frames": len(targets), "accuracy": scores(c, model.classes)["accuracy"]})
     result = scores(cm_stream, model.classes)
     result.update(mode=mode, window=window if mode == "windowed" else None, frames=total,
                   offline_accuracy=scores(cm_offline, model.classes)["accuracy"],
-                  stream_offline_agreement=agree / max(total, 1), sessions=per_session)
+                  stream_offline_agreement=agree / max(total, 1), sessions=per_session,
+                  accuracy_after_warmup=warm_right / max(warm_total, 1))
     if png:
         plot_confusion(cm_stream, model.classes, png, title=f"eval ({mode}, streaming)")
         result["confusion_png"] = str(png)
     return result
+
+
+def frames_since_start(firsts: np.ndarray) -> np.ndarray:
+    """(N,) how many frames each frame is past the last episode start at or before it (0 at a start)."""
+    idx = np.arange(len(firsts))
+    return idx - np.maximum.accumulate(np.where(firsts, idx, 0))
