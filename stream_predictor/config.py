@@ -89,7 +89,7 @@ class TrainConfig:
     batch_size: int = 16  # windows (or parallel lanes in stateful mode) per step
     seq_len: int = 16  # frames per window / per BPTT chunk
     burn_in: int = 8  # stateful: frames after a mid-session lane start that carry no loss
-    lr: float = 1e-3  # peak AdamW learning rate (docs/training.md: 3e-4 under-trained a five-class motion task)
+    lr: float = 1e-3  # peak AdamW learning rate (chosen in docs/training.md)
     weight_decay: float = 0.01  # AdamW weight decay
     warmup_steps: int = 50  # linear warm-up before the cosine decay
     grad_clip: float = 1.0  # max gradient norm (0: off)
