@@ -250,16 +250,22 @@ class SessionFrames:
             yield image
 
 
+def kept_firsts(episode_starts: list[int], n: int, stride: int = 1) -> np.ndarray:
+    """(ceil(n / stride),) bools over every stride-th of the first n frames: true at the first kept frame of each
+    episode, i.e. at the kept frame at or after each start. Training and playback both restart the state there."""
+    firsts = np.zeros(-(-n // stride), bool)
+    steps = -(-np.asarray(episode_starts, np.int64) // stride)
+    firsts[steps[steps < len(firsts)]] = True
+    return firsts
+
+
 def aligned_targets(session: Session, label_delay: int = 0, stride: int = 1) -> tuple[int, np.ndarray, np.ndarray]:
     """How training pairs frames with labels: frame i with the label of frame i + label_delay, every stride-th frame.
 
     Returns (n, targets, firsts): the first n frames are used; targets (ceil(n / stride),) class indices, and
-    firsts (same length) bools: true at the first kept frame of each episode, as `SessionSource` replays it.
+    firsts (same length) from `kept_firsts`.
     """
     n = session.frames - label_delay
     if n < 2:
         raise UserError(f"{session.dir}: too few frames ({session.frames}) for label_delay {label_delay}")
-    firsts = np.zeros(-(-n // stride), bool)
-    steps = -(-np.asarray(session.episode_starts, np.int64) // stride)  # kept frame at or after each start
-    firsts[steps[steps < len(firsts)]] = True
-    return n, session.labels[label_delay : label_delay + n : stride], firsts
+    return n, session.labels[label_delay : label_delay + n : stride], kept_firsts(session.episode_starts, n, stride)

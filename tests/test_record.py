@@ -194,3 +194,22 @@ def test_record_cli_summary(tmp_path):
 
     assert json.loads(r.stdout.strip().splitlines()[-1])["frames"] == 30
     assert cv2.VideoCapture(str(tmp_path / "s" / "video" / "000000.avi")).isOpened()
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_playback_and_training_restart_at_the_same_frames(tmp_path, stride):
+    """Episode starts that fall between kept frames: the session played back as a source and the training targets
+    mark the same kept frame (the first one at or after each start)."""
+    from stream_predictor.session import aligned_targets
+
+    synth = Synthetic("bounce", width=32, height=24)
+    with SessionWriter(tmp_path / "s", ["left", "straight", "right"], 30.0, "test") as writer:
+        for i in range(20):
+            writer.add(synth.render(i), synth.label_of(i), first=i in (7, 12))
+    session = load_session(tmp_path / "s")
+    assert session.episode_starts == [0, 7, 12]
+    source = open_source(f"{tmp_path / 's'}?stride={stride}")
+    played = [f.first for f in iter(source.read, None)]
+    _, targets, firsts = aligned_targets(session, 0, stride)
+    assert played == firsts.tolist() and len(played) == len(targets)
+    assert [i * stride for i in np.flatnonzero(firsts)] == sorted({-(-s // stride) * stride for s in (0, 7, 12)})

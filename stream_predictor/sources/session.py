@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..session import SessionFrames, load_session
+from ..session import SessionFrames, kept_firsts, load_session
 from .base import Frame, Source
 
 
@@ -20,8 +20,8 @@ class SessionSource(Source):
         self.stride = stride
         self.fps = self.session.fps / stride
         self._frames = SessionFrames(self.session, frames)
-        self.frame_count = -(-self._frames.stop // stride)
-        self._starts = set(self.session.episode_starts)
+        self._firsts = kept_firsts(self.session.episode_starts, self._frames.stop, stride)
+        self.frame_count = len(self._firsts)
 
     def read(self, out: np.ndarray | None = None) -> Frame | None:
         frames = self._frames
@@ -30,9 +30,7 @@ class SessionSource(Source):
         image = frames.read(out)
         if image is None:
             return None
-        # An episode start anywhere in the stride step that ends here restarts the state.
-        first = any(frames.index - self.stride <= st < frames.index for st in self._starts)
-        return self._frame(image, first=first)
+        return self._frame(image, first=bool(self._firsts[(frames.index - 1) // self.stride]))
 
     def close(self) -> None:
         self._frames.close()
