@@ -60,9 +60,7 @@ def play(player: StreamModel | str, cfg: Config, spec: str, episodes: int, seed:
         sinks.append(SessionSink(record, agent.classes, game.fps, spec, cfg.record.segment_frames, cfg.record.codec,
                                  keep=lambda: len(game.episode_returns) < episodes))
     replay = "lockstep" if mode == "fast" else "realtime"
-    p = cfg.predict
-    with Predictor(agent, game, replay=replay, tick_hz=p.tick_hz, sinks=sinks, ring_size=cfg.source.ring_size,
-                   threads=p.threads, max_gap_s=p.max_gap_s, config=cfg) as predictor:
+    with Predictor.from_config(agent, cfg, game, sinks, replay=replay) as predictor:
         summary = predictor.run()
     scores = list(game.episode_returns[:episodes])
     mean, sem = mean_and_sem(scores)

@@ -31,6 +31,7 @@ class Labeller:
     def close(self) -> None:
         pass
 
+
 # Key presets: class names in order, and how pressed keys map to them.
 PRESETS = {
     "lsr3": ["left", "straight", "right"],

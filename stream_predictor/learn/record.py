@@ -53,7 +53,8 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
     """Record until the source ends, a limit is reached or Ctrl-C; returns a summary. Nothing finished is lost."""
     rc = cfg.record
     check_new_session(out)  # before anything opens or prints
-    options = {"sync": parse_spec(spec).options.get("sync", True)} if parse_spec(spec).kind == "ale" else None
+    parsed = parse_spec(spec)
+    options = {"sync": parsed.options.get("sync", True)} if parsed.kind == "ale" else None  # the game waits for each move
     source = open_source(spec, cfg.source, options)
     try:
         labeller = make_labeller(rc.labeller, source, rc.keys, cfg.keys.pause_key, cfg.expert)

@@ -75,10 +75,12 @@ class Predictor:
 
     @classmethod
     def from_config(cls, model: StreamModel | Agent, cfg: Config, source: str | Source | None = None,
-                    sinks: Sequence[Sink] = (), max_frames: int = 0, keep_frames: bool = False) -> Predictor:
+                    sinks: Sequence[Sink] = (), max_frames: int = 0, keep_frames: bool = False,
+                    replay: str | None = None) -> Predictor:
+        """Every setting from `cfg` (`replay` overrides `cfg.replay`); the mode and window as `resolve_mode` says."""
         p = cfg.predict
         mode, window = resolve_mode(model, p) if isinstance(model, StreamModel) else ("stateful", 16)
-        return cls(model, source if source is not None else cfg.source.spec, mode, cfg.replay, window, p.tick_hz,
+        return cls(model, source if source is not None else cfg.source.spec, mode, replay or cfg.replay, window, p.tick_hz,
                    p.ema, p.hysteresis, sinks, cfg.source.ring_size, p.threads, max_frames, p.max_gap_s, cfg, keep_frames)
 
     # --- lifecycle -----------------------------------------------------------------------------
