@@ -33,6 +33,9 @@ class SourceConfig:
     sticky: float = 0.25  # ale: probability that the previous action repeats
     max_episode_steps: int = 16000  # ale: agent steps per episode (the Pong ROM freezes at 16,303)
     flicker: float = 0.0  # ale: probability that a frame is shown blank (Flickering Pong uses 0.5)
+    delay: str = "0"  # ale: steps an action reaches the game late, K or a range LO-HI drawn per action
+    repeat: float = 0.0  # ale: probability that a read shows the previous frame again
+    drop: float = 0.0  # ale: probability that the game takes two steps before the next frame
     read_timeout_s: float = 5.0  # live sources: a read that takes longer counts as a failure
     reconnect_max: int = 10  # live sources: reconnect attempts before giving up (0: never reconnect)
     reconnect_backoff_s: float = 0.5  # live sources: first reconnect delay, doubled on each failure

@@ -379,3 +379,60 @@ def test_preview_window_shows_annotated_frames_under_xvfb(xvfb, video):
     with Predictor(model, str(video), sinks=[preview, window_is_there], keep_frames=True, max_frames=20) as p:
         p.run()
     assert preview.shown == 20 and seen and seen[0]  # an X window titled like the preview existed while it ran
+
+
+def test_timing_report_matches_decisions_to_steps():
+    from stream_predictor.games.desktop import timing_report
+
+    # Steps 0..5 every 66 ms, each with its own frame; the game plays action 0 until step 3, then 2.
+    steps = [{"t": 0.066 * i, "crc": 100 + i, "action": 0 if i < 3 else 2} for i in range(6)]
+    rows = [  # (seq, t_capture, t_decision, crc, class_id); classes [stay, up] -> actions [0, 2]
+        (0, 0.010, 0.012, 100, 0),  # step 0, no change
+        (1, 0.080, 0.082, 101, 1),  # step 1 asks for up: played from step 3, one step late
+        (2, 0.085, 0.090, 101, 1),  # step 1 seen twice
+        (3, 0.210, 0.215, 103, 0),  # step 2 never seen; step 3 asks for stay: never played
+        (4, 0.280, 0.281, 104, 1),  # no change
+        (5, 0.300, 0.301, 999, 1),  # a frame the game never drew: not matched
+    ]
+    r = timing_report(steps, rows, action_of=[0, 2])
+    assert r["decisions"] == 6 and r["matched"] == 5 and r["steps"] == 5
+    assert r["seen_twice"] == pytest.approx(1 / 5) and r["never_seen"] == pytest.approx(1 / 5)
+    assert r["changes"] == 3 and r["late_1"] == pytest.approx(2 / 3, abs=1e-3) and r["superseded"] == pytest.approx(1 / 3, abs=1e-3)
+    assert r["on_time"] == 0 and r["decision_to_step_ms"]["p50"] == pytest.approx((116 + 108) / 2, abs=0.1)
+
+
+def test_synced_screen_grabs_each_new_frame_once(monkeypatch):
+    """`sync=1` polls for a change: a picture that changes every period is grabbed once per change, never twice."""
+    import threading
+
+    from stream_predictor.sources.screen import Screen
+
+    period, t0 = 0.05, time.monotonic()
+    screen = Screen.__new__(Screen)
+    screen.sync, screen.period, screen.poll_s = True, period, 0.002
+    screen._last, screen._last_change, screen._seq = None, None, 0
+    screen._stop = threading.Event()
+    monkeypatch.setattr(screen, "_grab", lambda: np.full((2, 2, 3), int((time.monotonic() - t0) / period), np.uint8))
+    seen = [int(screen.read().image[0, 0, 0]) for _ in range(20)]
+    assert all(b > a for a, b in zip(seen, seen[1:])), seen  # each grab is a newer picture than the last
+
+
+def test_play_via_desktop_scores_from_the_game_log(xvfb, tmp_path):
+    """The whole desktop path under a private Xvfb: the game window at its own rate, capture, keys, the host's score."""
+    pytest.importorskip("ale_py")
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "play", "--via", "desktop", "--private-display",
+                        "--source", "ale:Pong?max_episode_steps=120", "--episodes", "1", "--seed", "7", "--logs",
+                        str(tmp_path), "--json", "keys.backend=pynput"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    steps = [json.loads(line) for line in (tmp_path / "host.jsonl").read_text().splitlines()]
+    assert len(steps) >= 120 and len(result["scores"]) == 1
+    last = [s["score"] for s in steps if s["episode"] == 0][-1]
+    assert abs(result["scores"][0] - last) <= 1  # the game's own score (its last step may add a point)
+    timing = result["timing"]
+    assert timing["decisions"] >= 60 and timing["matched"] >= 0.9 * timing["decisions"]  # frames drawn 1:1 are found
+    assert 0 <= timing["seen_twice"] <= 1 and 0 <= timing["never_seen"] <= 1
+    assert any(s["action"] != 0 for s in steps)  # the agent's keys reached the game
+    bad = subprocess.run([sys.executable, str(ROOT / "run.py"), "play", "--via", "desktop", "--expert"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -162,3 +162,69 @@ def test_game_registry_is_explicit():
     with pytest.raises(UserError, match="experts exist for: ale:Pong"):
         get_game("ale:Breakout")
     assert list(GAMES) == ["Pong"]
+
+
+def _played_actions(game, n_reads: int, act) -> tuple[list[int], list[bool]]:
+    """Read `n_reads` frames, acting `act(i)` after each; the actions the emulator really stepped with, and which reads repeated."""
+    stepped = []
+    real_step = game.env.step
+
+    def step(action):
+        stepped.append(int(action))
+        return real_step(action)
+
+    game.env.step = step
+    repeats, last = [], None
+    for i in range(n_reads):
+        game.read()
+        repeats.append(last is not None and len(stepped) == last)
+        last = len(stepped)
+        game.act(act(i))
+    return stepped, repeats
+
+
+def test_action_delay_reaches_the_game_k_steps_late():
+    game = open_source("ale:Pong?seed=1&sticky=0&delay=2")
+    stepped, _ = _played_actions(game, 12, lambda i: [0, 2, 3][i % 3])
+    game.close()
+    # The action chosen on frame t is played on step t+1+2; before any arrives, NOOP.
+    assert stepped[:2] == [0, 0]
+    assert stepped[2:] == [[0, 2, 3][i % 3] for i in range(len(stepped) - 2)]
+
+
+def test_random_delay_plays_the_newest_arrived_action_and_repeats_for_a_seed():
+    def run():
+        game = open_source("ale:Pong?seed=2&sticky=0&delay=0-2")
+        out = _played_actions(game, 300, lambda i: [0, 2, 3, 4, 5][i % 5])[0]
+        game.close()
+        return out
+
+    a, b = run(), run()
+    assert a == b
+    issued = [[0, 2, 3, 4, 5][i % 5] for i in range(300)]
+    order = []
+    for t, action in enumerate(a[1:], start=1):  # step t plays an action issued on frame t-1-k, k in 0..2
+        candidates = [t - 1 - k for k in range(3) if t - 1 - k >= 0 and issued[t - 1 - k] == action]
+        assert candidates, (t, action)
+        order.append(max(candidates))
+    assert len(set(np.diff(order))) > 1  # the delay varied
+    # never an older action after a newer one (up to ties in the issue pattern)
+    assert sum(np.diff(order) < 0) == 0
+
+
+def test_repeated_and_dropped_frames():
+    game = open_source("ale:Pong?seed=3&sticky=0&repeat=0.2&drop=0.2")
+    stepped, repeats = _played_actions(game, 1000, lambda i: 0)
+    game.close()
+    reads_that_stepped = 1000 - 1 - sum(repeats)  # the first read resets the game
+    assert 0.15 < np.mean(repeats) < 0.25
+    extra = len(stepped) - reads_that_stepped  # reads that took two steps
+    assert 0.15 < extra / reads_that_stepped < 0.25
+
+
+@pytest.mark.parametrize("bad", ["delay=x", "delay=2-1", "repeat=1.0", "drop=-0.1"])
+def test_bad_timing_options_are_one_line_errors(bad):
+    from stream_predictor.errors import SourceError
+
+    with pytest.raises(SourceError, match="ale:"):
+        open_source(f"ale:Pong?{bad}")

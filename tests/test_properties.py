@@ -92,7 +92,8 @@ def test_cameras_by_index_and_device(n):
 @SETTINGS
 @given(st.text(string.ascii_lowercase, min_size=1, max_size=8).filter(lambda k: k not in {"seed", "frameskip", "sticky",
                                                                                           "max_episode_steps", "sync",
-                                                                                          "flicker"}))
+                                                                                          "flicker", "delay", "repeat",
+                                                                                          "drop"}))
 def test_unknown_source_options_are_refused(key):
     with pytest.raises(SourceError, match=f"unknown option '{key}'"):
         parse_spec(f"ale:Pong?{key}=1")

@@ -16,9 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default="", help="window title (default: 'stream-predictor GAME')")
     p.add_argument("--log", help="one JSON line per game step: keys held, action, paddle position")
     p.add_argument("--steps", type=int, default=0, help="close after this many steps (0: when the window is closed)")
+    p.add_argument("--episodes", type=int, default=0, help="close after this many episodes (0: no limit)")
+    p.add_argument("--episode-steps", type=int, default=16000, help="steps after which an episode ends (as ale: sources)")
     p.add_argument("--scale", type=int, default=1, help="integer zoom (agents trained on 1:1 frames need 1)")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    print(json.dumps(host(args.game, args.seed, args.fps, args.title, args.log, args.steps, args.scale)))
+    print(json.dumps(host(args.game, args.seed, args.fps, args.title, args.log, args.steps, args.scale, args.episodes,
+                          args.episode_steps)))
     return 0

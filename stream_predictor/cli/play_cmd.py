@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from ..config import CONFIG_DIR, Config
+from ..errors import UserError
+from ..games.desktop import play_desktop
 from ..games.play import play, play_expert
 from ..model import load_model
 
@@ -17,6 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, help="episodes to play (default: play.episodes)")
     p.add_argument("--seed", type=int, help="seed of the first episode (default: play.seed)")
     p.add_argument("--mode", choices=["fast", "realtime"], help="fast: the game waits for each decision; realtime: native pace")
+    p.add_argument("--via", choices=["game", "desktop"], default="game",
+                   help="game: the agent drives the game in process; desktop: the game in its own window at its native "
+                        "rate, the agent through window capture and key presses (a private Xvfb if there is no display)")
+    p.add_argument("--private-display", action="store_true", help="with --via desktop: always start a private Xvfb")
+    p.add_argument("--logs", metavar="DIR", help="with --via desktop: keep the game's and the agent's logs here")
     p.add_argument("--record", metavar="DIR", help="record what the agent saw, with its decisions as labels (replay with eval)")
     p.add_argument("--expert", action="store_true", help="let the RAM expert play instead (the reference score)")
     p.add_argument("--json", action="store_true", help="last stdout line is the result as JSON")
@@ -24,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     pc = cfg.play
+    if args.via == "desktop" and (args.record or args.expert or args.mode):
+        raise UserError("play --via desktop takes neither --record, --expert nor --mode (the game in its window sets the pace)")
     spec, episodes, mode = args.source or cfg.source.spec, args.episodes or pc.episodes, args.mode or pc.mode
     seed = pc.seed if args.seed is None else args.seed
     if args.expert:
@@ -34,13 +43,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if not weights.exists() and not weights.is_absolute() and (CONFIG_DIR.parent / weights).exists():
         weights = CONFIG_DIR.parent / weights  # the shipped weights, wherever run.py is started from
     model = load_model(weights, cfg.predict.device)
-    result = play(model, cfg, spec, episodes, seed, mode, cfg.predict.print_every, args.record)
+    if args.via == "desktop":
+        result = play_desktop(model, cfg, spec, episodes, seed, args.private_display, args.logs)
+    else:
+        result = play(model, cfg, spec, episodes, seed, mode, cfg.predict.print_every, args.record)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{result['game']}: scores {result['scores']}, mean {_mean(result)}, decision latency "
               f"p50 {result['latency_ms_p50']} ms / p99 {result['latency_ms_p99']} ms, {result['skipped']} frames skipped, "
               f"{result['ticks']} ticks ({result['mode']} mode, {result['predict_mode']} model)")
+        if "timing" in result:
+            print(f"timing: {json.dumps(result['timing'])}")
     return 0
 
 

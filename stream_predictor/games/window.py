@@ -5,8 +5,9 @@ frames 1:1 and steps the game at its native rate with the action of the keys hel
 (Up/Down for Pong; the arrow keys and Space for other games). Run an agent on it with
 `python run.py predict --config pong --source "window:stream-predictor Pong?fps=15" --weights … --sink keys`.
 
-With `--log FILE`, one JSON line per game step records the keys held, the action and the player's
-paddle position where the game has a known RAM address: the evidence that keys reached the game.
+With `--log FILE`, one JSON line per game step records when it was taken, the keys held, the action, a
+checksum of the frame it put on screen (so a capture of the window can be matched to its step) and the
+player's paddle position where the game has a known RAM address: the evidence that keys reached the game.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import signal
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,6 @@ from ..sources.ale import AleGame
 GAME_KEYS = {"Pong": {"up": "RIGHT", "down": "LEFT"}}
 DEFAULT_KEYS = {"up": "UP", "down": "DOWN", "left": "LEFT", "right": "RIGHT", "space": "FIRE"}
 PADDLE_RAM = {"Pong": 51}  # the player's paddle y (grows downwards)
-RELEASE_DEBOUNCE_MS = 40  # X autorepeat sends release+press pairs while a key is held: a release counts only if it lasts
 
 
 def action_for(held: set[str], meanings: list[str], keys: dict[str, str]) -> int:
@@ -42,15 +43,15 @@ class GameWindow:
     """A Tk window showing an ALE game 1:1 (or zoomed), stepped at a fixed rate with the action of the keys held."""
 
     def __init__(self, game: str = "Pong", seed: int = 0, fps: float = 0.0, title: str = "", log: str | None = None,
-                 steps: int = 0, scale: int = 1) -> None:
+                 steps: int = 0, scale: int = 1, episodes: int = 0, episode_steps: int = 16000) -> None:
         try:
             import tkinter as tk
         except ImportError:
             raise UserError("the game window needs tkinter (apt-get install python3-tk)") from None
-        self.tk, self.game, self.steps, self.scale = tk, game, steps, scale
+        self.tk, self.game, self.steps, self.scale, self.episodes = tk, game, steps, scale, episodes
         self.title = title or f"stream-predictor {game}"
         self.keys = GAME_KEYS.get(game, DEFAULT_KEYS)
-        self.source = AleGame(game, seed=seed)
+        self.source = AleGame(game, seed=seed, max_episode_steps=episode_steps)
         try:
             self.root = tk.Tk()
         except tk.TclError as e:
@@ -64,24 +65,22 @@ class GameWindow:
         self.log = open(log, "w") if log else None  # noqa: SIM115 - closed in run()
         self.period = 1.0 / (fps or self.source.fps)
         self.held: set[str] = set()
-        self.pending: dict[str, str] = {}  # key → after() id of a release waiting out the debounce
         self.step, self.next_t, self.stop, self.image = 0, time.monotonic(), False, None
 
-    # --- keys: a release counts only once it has lasted the debounce (X autorepeat sends release+press pairs)
+    # --- keys. While a key is held, X autorepeat sends release+press pairs, delivered together: each step first
+    # handles every key event that has arrived, so a pair is never split and a real release counts at the next
+    # step (no debounce delay that could make it a step late).
     def _on_press(self, event) -> None:
-        key = event.keysym.lower()
-        if key in self.pending:
-            self.root.after_cancel(self.pending.pop(key))
-        self.held.add(key)
+        self.held.add(event.keysym.lower())
 
     def _on_release(self, event) -> None:
-        key = event.keysym.lower()
+        self.held.discard(event.keysym.lower())
 
-        def release() -> None:
-            self.pending.pop(key, None)
-            self.held.discard(key)
+    def _take_key_events(self) -> None:
+        from _tkinter import DONT_WAIT, FILE_EVENTS, WINDOW_EVENTS
 
-        self.pending[key] = self.root.after(RELEASE_DEBOUNCE_MS, release)
+        while self.root.tk.dooneevent(WINDOW_EVENTS | FILE_EVENTS | DONT_WAIT):
+            pass
 
     # --- one game step per period
     def _show(self, bgr: np.ndarray) -> None:
@@ -92,9 +91,10 @@ class GameWindow:
         self.image = self.tk.PhotoImage(width=w, height=h, data=b"P6 %d %d 255\n" % (w, h) + rgb.tobytes(), format="PPM")
         self.label.configure(image=self.image)
 
-    def _write_log(self, action: int) -> None:
-        entry = {"step": self.step, "t": round(time.monotonic(), 4), "keys": sorted(self.held), "action": action,
-                 "action_name": self.source.action_meanings[action], "score": self.source.episode_return}
+    def _write_log(self, t: float, action: int, bgr: np.ndarray) -> None:
+        entry = {"step": self.step, "t": round(t, 5), "keys": sorted(self.held), "action": action,
+                 "action_name": self.source.action_meanings[action], "episode": len(self.source.episode_returns),
+                 "score": self.source.episode_return, "crc": zlib.crc32(bgr)}
         if self.game in PADDLE_RAM:
             entry["paddle"] = int(self.source.ram()[PADDLE_RAM[self.game]])
         self.log.write(json.dumps(entry) + "\n")
@@ -104,13 +104,16 @@ class GameWindow:
         if self.stop:
             self.root.destroy()
             return
+        self._take_key_events()
         action = action_for(self.held, self.source.action_meanings, self.keys)
+        t = time.monotonic()
         self.source.act(action)
-        self._show(self.source.read().image)
+        bgr = self.source.read().image
+        self._show(bgr)
         if self.log:
-            self._write_log(action)
+            self._write_log(t, action, bgr)
         self.step += 1
-        if self.steps and self.step >= self.steps:
+        if (self.steps and self.step >= self.steps) or (self.episodes and len(self.source.episode_returns) >= self.episodes):
             self.root.destroy()
             return
         self.next_t = max(self.next_t + self.period, time.monotonic() - self.period)  # drift-free, never a burst to catch up
@@ -135,10 +138,11 @@ class GameWindow:
                 self.log.close()
             self.source.close()
         return {"game": self.game, "steps": self.step, "episodes": len(self.source.episode_returns),
-                "score": self.source.episode_return, "log": str(Path(self.log_path)) if self.log_path else None}
+                "episode_returns": list(self.source.episode_returns), "score": self.source.episode_return,
+                "log": str(Path(self.log_path)) if self.log_path else None}
 
 
 def host(game: str = "Pong", seed: int = 0, fps: float = 0.0, title: str = "", log: str | None = None, steps: int = 0,
-         scale: int = 1) -> dict:
-    """Open the window and play until it is closed, `steps` steps have passed, or SIGINT/SIGTERM; returns a summary."""
-    return GameWindow(game, seed, fps, title, log, steps, scale).run()
+         scale: int = 1, episodes: int = 0, episode_steps: int = 16000) -> dict:
+    """Open the window and play until it is closed, `steps` steps or `episodes` episodes have passed, or SIGINT/SIGTERM."""
+    return GameWindow(game, seed, fps, title, log, steps, scale, episodes, episode_steps).run()

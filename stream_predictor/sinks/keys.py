@@ -65,6 +65,9 @@ class _Backend:
         """Call `on_toggle` whenever `key` is pressed; returns something with `stop()`, or None if it cannot listen."""
         return None
 
+    def close(self) -> None:
+        """Let go of the display (while it still exists)."""
+
 
 class _Pynput(_Backend):
     def __init__(self) -> None:
@@ -96,6 +99,9 @@ class _Pynput(_Backend):
 
     def press(self, name: str) -> None:
         self.controller.press(self._key(name))
+
+    def close(self) -> None:
+        self.controller = None  # its display connection closes now, not at exit when the X server may be gone
 
     def release(self, name: str) -> None:
         self.controller.release(self._key(name))
@@ -212,6 +218,7 @@ class KeySink(Sink):
         if self._listener is not None:
             self._listener.stop()
         atexit.unregister(self.release_all)
+        self.backend.close()
 
     def summary(self) -> dict:
         p50, p99 = self.latency_ms.percentiles(50, 99)

@@ -23,9 +23,9 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 SCHEMES = ("screen", "window", "ale", "synthetic", *STREAM_SCHEMES)
 OPTIONS = {
     "camera": {"width", "height", "fps", "fourcc"},
-    "screen": {"monitor", "fps"},
-    "window": {"fps"},
-    "ale": {"seed", "frameskip", "sticky", "max_episode_steps", "sync", "flicker"},
+    "screen": {"monitor", "fps", "sync"},
+    "window": {"fps", "sync"},
+    "ale": {"seed", "frameskip", "sticky", "max_episode_steps", "sync", "flicker", "delay", "repeat", "drop"},
     "synthetic": {"width", "height", "fps", "frames", "seed"},
     "images": {"fps"},
     "video": set(),
@@ -144,13 +144,15 @@ def open_source(spec: str, cfg: SourceConfig | None = None, options: dict | None
     if s.kind == "screen":
         from .screen import Screen
 
-        return Screen(_region(s.target, spec), monitor=int(o.get("monitor", 1)), fps=float(o.get("fps", cfg.fps)))
+        return Screen(_region(s.target, spec), monitor=int(o.get("monitor", 1)), fps=float(o.get("fps", cfg.fps)),
+                      sync=bool(o.get("sync", False)))
     if s.kind == "window":
         from .screen import Screen
 
         if not s.target:
             raise SourceError(f"name the window after 'window:', e.g. window:Pong (got '{spec}')")
-        return Screen(fps=float(o.get("fps", cfg.fps)), window=s.target)
+        fps = float(o.get("fps", cfg.fps))
+        return Screen(fps=fps, window=s.target, sync=bool(o.get("sync", fps > 0)))
     if s.kind == "ale":
         from .ale import AleGame
 
@@ -158,7 +160,9 @@ def open_source(spec: str, cfg: SourceConfig | None = None, options: dict | None
             raise SourceError(f"name a game after 'ale:', e.g. ale:Pong (got '{spec}')")
         return AleGame(s.target, seed=o.get("seed", cfg.seed), frameskip=o.get("frameskip", cfg.frameskip),
                        sticky=o.get("sticky", cfg.sticky), max_episode_steps=o.get("max_episode_steps", cfg.max_episode_steps),
-                       sync=bool(o.get("sync", False)), flicker=float(o.get("flicker", cfg.flicker)))
+                       sync=bool(o.get("sync", False)), flicker=float(o.get("flicker", cfg.flicker)),
+                       delay=o.get("delay", cfg.delay), repeat=float(o.get("repeat", cfg.repeat)),
+                       drop=float(o.get("drop", cfg.drop)))
     return _synthetic(s.target or "bounce", o, cfg)
 
 

@@ -4,6 +4,12 @@ Each `read()` advances the game by one agent step with the last action given to 
 first). With `sync=True` the game instead waits for an action after each frame, so a closed loop
 is deterministic for a seed. Episodes restart by themselves; the first frame of each is marked
 `first` so that the model resets its state there.
+
+Real-time faults, seeded like everything else (for measuring them, and for training agents that tolerate them):
+- `delay=K` or `delay=LO-HI`: the action chosen on a frame reaches the game K steps late (each action drawn
+  from LO..HI); the game plays the newest action that has arrived.
+- `repeat=P`: with probability P a read shows the previous frame again (the agent decides twice on one step).
+- `drop=P`: with probability P the game takes two steps before the next frame (one frame is never seen).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ ATARI_FPS = 60.0
 
 class AleGame(Source):
     def __init__(self, game: str, seed: int = 0, frameskip: int = 4, sticky: float = 0.25,
-                 max_episode_steps: int = 16000, sync: bool = False, flicker: float = 0.0) -> None:
+                 max_episode_steps: int = 16000, sync: bool = False, flicker: float = 0.0, delay: int | str = 0,
+                 repeat: float = 0.0, drop: float = 0.0) -> None:
         super().__init__()
         try:
             import ale_py
@@ -38,6 +45,14 @@ class AleGame(Source):
         self.fps = ATARI_FPS / frameskip
         self.seed, self.sync, self.flicker = seed, sync, flicker
         self._flicker_rng = np.random.default_rng((seed, 0xF11C))  # blanking is seeded too: runs repeat exactly
+        self.delay, self.repeat, self.drop = parse_delay(delay), float(repeat), float(drop)
+        if not (0 <= self.repeat < 1 and 0 <= self.drop < 1):
+            raise SourceError(f"ale: repeat and drop are probabilities below 1, got repeat={repeat} drop={drop}")
+        self._timing_rng = np.random.default_rng((seed, 0x7131))
+        self._in_flight: list[tuple[int, int, int]] = []  # (step it lands at, issue number, action), delayed actions
+        self._issued = 0
+        self._step = 0  # game steps taken, over all episodes
+        self._image: np.ndarray | None = None
         self.n_actions = int(self.env.action_space.n)
         self.action_meanings = self.env.unwrapped.get_action_meanings()
         self.episode_returns: list[float] = []  # one per finished episode
@@ -55,9 +70,23 @@ class AleGame(Source):
         if not 0 <= action < self.n_actions:
             raise ValueError(f"action {action} out of range 0..{self.n_actions - 1}")
         with self._cond:
-            self._action = int(action)
+            lo, hi = self.delay
+            if hi:
+                late = lo if lo == hi else int(self._timing_rng.integers(lo, hi + 1))
+                self._issued += 1
+                self._in_flight.append((self._step + 1 + late, self._issued, int(action)))
+            else:
+                self._action = int(action)
             self._acted = True
             self._cond.notify_all()
+
+    def _arrive(self) -> None:
+        """Delayed actions that reach the game by this step: the newest of them is the action from now on."""
+        landed = [a for a in self._in_flight if a[0] <= self._step]
+        if landed:
+            newest = max(landed, key=lambda a: a[1])
+            self._action = newest[2]
+            self._in_flight = [a for a in self._in_flight if a[0] > self._step and a[1] > newest[1]]
 
     def ram(self) -> np.ndarray:
         return self.env.unwrapped.ale.getRAM()
@@ -78,13 +107,14 @@ class AleGame(Source):
                     self._cond.wait()
                 if self._closed:
                     return None
-                action, self._acted = self._action, False
-            obs, reward, terminated, truncated, _ = self.env.step(action)
-            self.episode_return += float(reward)
-            self.episode_steps += 1
-            if terminated or truncated:
-                self.episode_returns.append(self.episode_return)
-                obs, first = self._reset(), True
+                self._acted = False
+            if self.repeat and self._timing_rng.random() < self.repeat:
+                return self._frame(self._image.copy())  # the same step seen again
+            steps = 2 if self.drop and self._timing_rng.random() < self.drop else 1
+            for _ in range(steps):
+                obs, first = self._advance()
+                if first:
+                    break
         with self._cond:
             self._acted = False  # in sync mode, the next step waits for a decision on this frame
         self._obs = obs
@@ -92,7 +122,22 @@ class AleGame(Source):
             image = np.zeros_like(obs)  # Flickering Pong: the frame is blanked, the game goes on
         else:
             image = np.ascontiguousarray(obs[:, :, ::-1])  # RGB -> BGR
+        self._image = image
         return self._frame(image, first=first)
+
+    def _advance(self) -> tuple[np.ndarray, bool]:
+        """One game step with the action in effect; at an episode's end, the next episode's first frame."""
+        with self._cond:
+            self._step += 1
+            self._arrive()
+            action = self._action
+        obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.episode_return += float(reward)
+        self.episode_steps += 1
+        if terminated or truncated:
+            self.episode_returns.append(self.episode_return)
+            return self._reset(), True
+        return obs, False
 
     def summary(self) -> dict:
         return {"episode_returns": list(self.episode_returns)}
@@ -105,3 +150,15 @@ class AleGame(Source):
     def close(self) -> None:
         self.interrupt()
         self.env.close()
+
+
+def parse_delay(delay: int | str) -> tuple[int, int]:
+    """`2` → (2, 2); `"0-2"` → (0, 2)."""
+    lo, sep, hi = str(delay).partition("-")
+    try:
+        bounds = (int(lo), int(hi) if sep else int(lo))
+    except ValueError:
+        raise SourceError(f"ale: delay is a number of steps or a range LO-HI, got '{delay}'") from None
+    if not 0 <= bounds[0] <= bounds[1]:
+        raise SourceError(f"ale: delay range must satisfy 0 <= LO <= HI, got '{delay}'")
+    return bounds

@@ -3,6 +3,12 @@
 Monitors are numbered from 1; `monitor=0` is all of them as one virtual screen. `fps=N` caps the rate
 (the capture thread paces reads on a drift-free schedule and sleeps between them). Windows are found by
 title on X11 through xdotool; elsewhere, give the window's region.
+
+`sync=1` (the default for `window:` with an fps) locks the grabs to the game's own frames: N is the game's
+rate, and each frame is grabbed as soon as it appears (polled from a quarter period before it is due)
+instead of at a fixed, arbitrary phase of the game's step. A grab late in the step leaves the decision
+too little time to reach the game before its next step (docs/desktop.md has the measurements). Where the
+picture does not change, a frame is still taken once per period.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -35,8 +42,10 @@ class Screen(Source):
     live = True
 
     def __init__(self, region: tuple[int, int, int, int] | None = None, monitor: int = 1, fps: float = 0.0,
-                 window: str = "") -> None:
+                 window: str = "", sync: bool = False) -> None:
         super().__init__()
+        if sync and not fps > 0:
+            raise SourceError("screen capture with sync=1 needs the game's rate as fps=N")
         check_display()
         import mss  # optional at import time: only screen capture needs it
 
@@ -59,6 +68,13 @@ class Screen(Source):
                 raise SourceError(f"screen region {x},{y},{w},{h} is outside monitor {monitor} ({mon['width']}x{mon['height']})")
             self.box = {"left": mon["left"] + x, "top": mon["top"] + y, "width": w, "height": h}
         self.fps = self.fps_cap = fps  # 0 captures as fast as it can
+        self.sync = sync
+        if sync:
+            self.fps_cap = 0.0  # read() waits for each new frame itself
+            self.period, self.poll_s = 1.0 / fps, min(0.002, 0.1 / fps)
+            self._last: np.ndarray | None = None
+            self._last_change: float | None = None
+            self._stop = threading.Event()
         self.name = f"window:{window}" if window else "screen:{left},{top},{width},{height}".format(**self.box)
 
     def _sct(self):
@@ -72,13 +88,36 @@ class Screen(Source):
             self._all.append(sct)
         return sct
 
-    def read(self, out: np.ndarray | None = None) -> Frame | None:
+    def _grab(self) -> np.ndarray:
         try:
             shot = self._sct().grab(self.box)
         except Exception as e:
             raise ReadError(f"screen grab failed: {e}") from e
-        image = np.asarray(shot)[:, :, :3]  # BGRA -> BGR view
-        return self._frame(np.ascontiguousarray(image))
+        return np.ascontiguousarray(np.asarray(shot)[:, :, :3])  # BGRA -> BGR
+
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
+        return self._frame(self._grab_new() if self.sync else self._grab())
+
+    def _grab_new(self) -> np.ndarray:
+        """The next frame, grabbed as soon as it shows: poll from a quarter period before it is due until it changes."""
+        last = self._last_change
+        if last is not None:
+            self._stop.wait(max(0.0, last + 0.75 * self.period - time.monotonic()))
+        deadline = (last if last is not None else time.monotonic()) + 1.5 * self.period
+        while True:
+            image, now = self._grab(), time.monotonic()
+            changed = self._last is None or not np.array_equal(image, self._last)
+            if changed or now >= deadline or self._stop.is_set():
+                break
+            self._stop.wait(self.poll_s)
+        # A frame that did not change keeps the schedule (one per period) until the picture moves again.
+        self._last_change = now if changed or last is None else last + self.period
+        self._last = image
+        return image
+
+    def interrupt(self) -> None:
+        if self.sync:
+            self._stop.set()
 
     def reopen(self) -> None:
         self._local.sct = None
