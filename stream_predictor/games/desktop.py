@@ -34,8 +34,8 @@ from ..runtime.agent import ModelAgent
 from ..runtime.predictor import Predictor
 from ..runtime.tick import Sink, Tick
 from ..sinks.keys import KeySink
-from ..sources.ale import ATARI_FPS
 from ..sources import parse_spec
+from ..sources.ale import ATARI_FPS
 from ..sources.screen import Screen
 from .play import mean_and_sem
 from .registry import get_game
