@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import cv2
@@ -53,23 +51,7 @@ def xvfb():
         if os.environ.get("CI"):
             pytest.fail("Xvfb is not installed; .ci/run installs it")
         pytest.skip("Xvfb is not installed (apt-get install xvfb)")
-    for n in range(90, 120):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            break
-    display = f":{n}"
-    proc = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{n}").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"Xvfb did not start on {display}")
-        time.sleep(0.05)
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = display
-    yield display
-    proc.terminate()
-    proc.wait(5)
-    if old is None:
-        os.environ.pop("DISPLAY", None)
-    else:
-        os.environ["DISPLAY"] = old
+    from stream_predictor.games.desktop import x_display
+
+    with x_display(private=True, size="1024x768x24") as display:
+        yield display

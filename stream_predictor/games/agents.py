@@ -15,7 +15,13 @@ from .registry import get_game
 
 
 class ExpertAgent(Agent):
-    """The game's scripted expert. It reads the RAM of the game behind the frame, not the pixels."""
+    """The game's scripted expert. It reads the RAM of the game behind the frame, not the pixels.
+
+    Where the game delivers actions late (an `ale:` source with `delay`), it decides for the step its
+    action will reach: it looks ahead in the emulator with the actions already on their way (`AleGame.peek`)
+    and decides on the RAM there, as if that step were now. That is the label an agent that must act
+    ahead of its delay should learn.
+    """
 
     kind = "expert"
 
@@ -23,12 +29,22 @@ class ExpertAgent(Agent):
         self.source, self.game = game, get_game(game.name)
         self.params = params or ExpertConfig()
         self.classes = list(self.game.classes)
+        self._class_of = {action: name for name, action in self.game.actions.items()}
         self._memory: dict = {}
 
     def decide(self, image: np.ndarray, first: bool) -> Decision:
         if first:
             self._memory.clear()
+        self._memory["last"] = self._class_of.get(self.source.in_flight_action(0))  # what the game just played
         name = self.game.expert(self.source.ram(), self._memory, self.params)
+        late = self.source.next_delay
+        if late:
+            rams = self.source.peek(late)
+            ahead: dict = {}
+            if len(rams) > 1:  # the expert's memory as it would be one step before the action arrives
+                self.game.expert(rams[-2], ahead, self.params)
+            ahead["last"] = self._class_of.get(self.source.in_flight_action(len(rams) - 1))
+            name = self.game.expert(rams[-1], ahead, self.params)
         probs = np.zeros(len(self.classes), np.float32)
         probs[self.classes.index(name)] = 1.0
         return Decision(self.classes.index(name), probs)

@@ -119,13 +119,13 @@ class FrameProbe(Sink):
                               tick.class_id))
 
 
-def _wait_for_window(title: str, host: subprocess.Popen, fps: float, timeout: float = 20.0) -> Screen:
+def _wait_for_window(title: str, host: subprocess.Popen, fps: float, sync: bool, timeout: float = 20.0) -> Screen:
     deadline = time.monotonic() + timeout
     while True:
         if host.poll() is not None:
             raise UserError(f"the game window exited before it was seen: {host.stderr.read()[-500:] if host.stderr else ''}")
         try:
-            return Screen(fps=fps, window=f"^{title}$", sync=True)
+            return Screen(fps=fps, window=f"^{title}$", sync=sync)
         except SourceError:
             if time.monotonic() > deadline:
                 raise
@@ -133,8 +133,11 @@ def _wait_for_window(title: str, host: subprocess.Popen, fps: float, timeout: fl
 
 
 def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed: int, private: bool = False,
-                 log_dir: str | None = None) -> dict:
-    """Play `episodes` episodes of the host window's game through screen capture and keys; scores from the host's log."""
+                 log_dir: str | None = None, sync: bool = True) -> dict:
+    """Play `episodes` episodes of the host window's game through screen capture and keys; scores from the host's log.
+
+    `sync=False` grabs the window at a fixed rate whatever the game's phase (the old way, for comparison).
+    """
     spec = parse_spec(game)
     if spec.kind != "ale" or set(spec.options) - {"max_episode_steps"}:
         raise UserError(f"play --via desktop needs a game such as ale:Pong (options: max_episode_steps), not '{game}'")
@@ -150,7 +153,7 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
                                  "--episode-steps", str(episode_steps), "--log", str(out / "host.jsonl")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            screen = _wait_for_window(title, host, ATARI_FPS / 4)  # captured at the game's native rate (frameskip 4)
+            screen = _wait_for_window(title, host, ATARI_FPS / 4, sync)  # captured at the game's native rate (frameskip 4)
             probe = FrameProbe(host)
             sinks: list[Sink] = [KeySink(agent.classes, keys), probe]
             with Predictor.from_config(agent, cfg, screen, sinks) as predictor:
@@ -168,7 +171,8 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
     scores = result["episode_returns"][:episodes]
     mean, sem = mean_and_sem(scores)
     action_of = [get_game(name).actions[c] for c in agent.classes]
-    return {"game": game, "mode": "desktop", "via": "desktop", "display": display, "seed": seed, "episodes": len(scores),
+    return {"game": game, "mode": "desktop", "via": "desktop", "capture": "sync" if sync else "fixed rate",
+            "display": display, "seed": seed, "episodes": len(scores),
             "scores": scores, "mean_score": mean, "sem": sem, "agent": summary["agent"], "predict_mode": summary["mode"],
             "ticks": summary["ticks"], "latency_ms_p50": summary["latency_ms_p50"],
             "latency_ms_p99": summary["latency_ms_p99"], "skipped": summary["skipped"], "fps": summary["fps"],

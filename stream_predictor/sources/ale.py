@@ -36,9 +36,10 @@ class AleGame(Source):
             raise SourceError(f"ale: sources need gymnasium and ale-py ({e.name} is not installed)") from None
         gymnasium.register_envs(ale_py)
         env_id = game if "/" in game else f"ALE/{game}-v5"
+        self._make_env = lambda: gymnasium.make(env_id, render_mode="rgb_array", frameskip=frameskip,
+                                                repeat_action_probability=sticky, max_episode_steps=max_episode_steps)
         try:
-            self.env = gymnasium.make(env_id, render_mode="rgb_array", frameskip=frameskip,
-                                      repeat_action_probability=sticky, max_episode_steps=max_episode_steps)
+            self.env = self._make_env()
         except Exception as e:  # gymnasium raises several error types for unknown ids
             raise SourceError(f"unknown game '{game}' ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         self.name = f"ale:{game}"
@@ -51,8 +52,10 @@ class AleGame(Source):
         self._timing_rng = np.random.default_rng((seed, 0x7131))
         self._in_flight: list[tuple[int, int, int]] = []  # (step it lands at, issue number, action), delayed actions
         self._issued = 0
+        self.next_delay = self.delay[0]  # steps late the action chosen on the current frame will arrive
         self._step = 0  # game steps taken, over all episodes
         self._image: np.ndarray | None = None
+        self._shadow = None  # the emulator that peek() plays ahead on, made on first use
         self.n_actions = int(self.env.action_space.n)
         self.action_meanings = self.env.unwrapped.get_action_meanings()
         self.episode_returns: list[float] = []  # one per finished episode
@@ -70,11 +73,9 @@ class AleGame(Source):
         if not 0 <= action < self.n_actions:
             raise ValueError(f"action {action} out of range 0..{self.n_actions - 1}")
         with self._cond:
-            lo, hi = self.delay
-            if hi:
-                late = lo if lo == hi else int(self._timing_rng.integers(lo, hi + 1))
+            if self.delay[1]:
                 self._issued += 1
-                self._in_flight.append((self._step + 1 + late, self._issued, int(action)))
+                self._in_flight.append((self._step + 1 + self.next_delay, self._issued, int(action)))
             else:
                 self._action = int(action)
             self._acted = True
@@ -82,11 +83,32 @@ class AleGame(Source):
 
     def _arrive(self) -> None:
         """Delayed actions that reach the game by this step: the newest of them is the action from now on."""
-        landed = [a for a in self._in_flight if a[0] <= self._step]
-        if landed:
-            newest = max(landed, key=lambda a: a[1])
-            self._action = newest[2]
-            self._in_flight = [a for a in self._in_flight if a[0] > self._step and a[1] > newest[1]]
+        self._action, self._in_flight = arrived(self._in_flight, self._step, self._action)
+
+    def peek(self, steps: int) -> list[np.ndarray]:
+        """The RAM now and after each of the next `steps` steps, played with the actions already on their way.
+
+        It plays them on a second emulator set to this one's state (random state included), so the game itself
+        is untouched. Exact without sticky actions; with them, the first step ahead may repeat a different action.
+        """
+        if self._shadow is None:
+            self._shadow = self._make_env().unwrapped
+            self._shadow.reset(seed=self.seed)
+        self._shadow.ale.restoreState(self.env.unwrapped.ale.cloneState(include_rng=True))
+        rams, action, flight = [self.ram().copy()], self._action, list(self._in_flight)
+        for n in range(self._step + 1, self._step + 1 + steps):
+            action, flight = arrived(flight, n, action)
+            if self._shadow.step(action)[2]:
+                break  # the episode ends first
+            rams.append(self._shadow.ale.getRAM().copy())
+        return rams
+
+    def in_flight_action(self, steps: int) -> int:
+        """The action the game will play `steps` steps from now, from the actions already on their way."""
+        action, flight = self._action, self._in_flight
+        for n in range(self._step + 1, self._step + 1 + steps):
+            action, flight = arrived(flight, n, action)
+        return action
 
     def ram(self) -> np.ndarray:
         return self.env.unwrapped.ale.getRAM()
@@ -123,6 +145,8 @@ class AleGame(Source):
         else:
             image = np.ascontiguousarray(obs[:, :, ::-1])  # RGB -> BGR
         self._image = image
+        lo, hi = self.delay
+        self.next_delay = lo if lo == hi else int(self._timing_rng.integers(lo, hi + 1))  # for the action on this frame
         return self._frame(image, first=first)
 
     def _advance(self) -> tuple[np.ndarray, bool]:
@@ -150,6 +174,17 @@ class AleGame(Source):
     def close(self) -> None:
         self.interrupt()
         self.env.close()
+        if self._shadow is not None:
+            self._shadow.close()
+
+
+def arrived(flight: list[tuple[int, int, int]], step: int, action: int) -> tuple[int, list[tuple[int, int, int]]]:
+    """The action in effect at `step` and what is still on its way, given (arrival step, issue number, action) entries."""
+    landed = [a for a in flight if a[0] <= step]
+    if not landed:
+        return action, flight
+    newest = max(landed, key=lambda a: a[1])
+    return newest[2], [a for a in flight if a[0] > step and a[1] > newest[1]]
 
 
 def parse_delay(delay: int | str) -> tuple[int, int]:
