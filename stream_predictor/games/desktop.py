@@ -52,19 +52,16 @@ def x_display(private: bool = False, size: str = "640x480x24") -> Iterator[str]:
         return
     if shutil.which("Xvfb") is None:
         raise UserError("no display to play on: DISPLAY is not set and Xvfb is not installed (apt-get install xvfb)")
-    n = next((n for n in range(100, 400) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-              and not Path(f"/tmp/.X{n}-lock").exists()), None)
-    if n is None:
-        raise UserError("no free X display number for a private Xvfb")
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", size, "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    read_fd, write_fd = os.pipe()  # Xvfb picks a free display itself and writes its number here (-displayfd)
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", size, "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,))
+    os.close(write_fd)
     old = os.environ.get("DISPLAY")
     try:
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{n}").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise UserError(f"Xvfb did not start on :{n}")
-            time.sleep(0.05)
+        with os.fdopen(read_fd) as pipe:
+            n = pipe.readline().strip()  # empty if Xvfb exits first
+        if not n:
+            raise UserError("Xvfb did not start")
         os.environ["DISPLAY"] = f":{n}"
         yield f":{n}"
     finally:
@@ -119,7 +116,7 @@ class FrameProbe(Sink):
                               tick.class_id))
 
 
-def _wait_for_window(title: str, host: subprocess.Popen, fps: float, sync: bool, timeout: float = 20.0) -> Screen:
+def _wait_for_window(title: str, host: subprocess.Popen, fps: float, sync: bool, timeout: float = 60.0) -> Screen:
     deadline = time.monotonic() + timeout
     while True:
         if host.poll() is not None:

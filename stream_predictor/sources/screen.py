@@ -71,7 +71,7 @@ class Screen(Source):
         self.sync = sync
         if sync:
             self.fps_cap = 0.0  # read() waits for each new frame itself
-            self.period, self.poll_s = 1.0 / fps, min(0.002, 0.1 / fps)
+            self.period, self.poll_s = 1.0 / fps, min(0.004, 0.1 / fps)
             self._last: np.ndarray | None = None
             self._last_change: float | None = None
             self._stop = threading.Event()
@@ -111,7 +111,7 @@ class Screen(Source):
                 break
             self._stop.wait(self.poll_s)
         # A frame that did not change keeps the schedule (one per period) until the picture moves again.
-        self._last_change = now if changed or last is None else last + self.period
+        self._last_change = now if changed or last is None else max(last + self.period, now - self.period)
         self._last = image
         return image
 
