@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,12 @@ import pytest
 from stream_predictor.sources.synthetic import Synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def sigint_default() -> None:
+    """`preexec_fn` for a child that a test stops with SIGINT. A job a shell starts in the background inherits
+    SIGINT ignored, and Python then leaves it ignored: Ctrl-C must work in the child however pytest was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def write_video(path: Path, frames: int = 60, size: tuple[int, int] = (160, 120), fps: float = 30.0) -> Path:

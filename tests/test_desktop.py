@@ -28,7 +28,7 @@ from stream_predictor.sinks import open_sink, open_sinks
 from stream_predictor.sinks.keys import KeySink, _DryRun, key_map
 from stream_predictor.sources import open_source
 
-from conftest import decode_all
+from conftest import decode_all, sigint_default
 from test_predictor import model_for_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,7 +302,8 @@ def test_record_from_the_screen_with_keyboard_labels(xvfb, tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "record", "--source", "screen:0,0,160,120?fps=30",
                              "--labeller", "keyboard", "--out", str(out), "keys.pause_key=f12",
                              "record.segment_frames=15"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 30
         while not (out / "labels.csv").exists() or len((out / "labels.csv").read_text().splitlines()) < 10:

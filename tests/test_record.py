@@ -18,7 +18,7 @@ from stream_predictor.session import SessionWriter, load_session
 from stream_predictor.sources import open_source
 from stream_predictor.sources.synthetic import Synthetic
 
-from conftest import ROOT, decode_all, write_video
+from conftest import ROOT, decode_all, sigint_default, write_video
 
 
 def test_record_synthetic_with_oracle_labels(tmp_path):
@@ -86,7 +86,7 @@ def test_sigint_finishes_the_open_segment(tmp_path):
     out = tmp_path / "interrupted"
     cmd = [sys.executable, str(ROOT / "run.py"), "record", "--source", "synthetic:bounce?width=64&height=48&fps=200",
            "--out", str(out), "replay=realtime", "record.segment_frames=1000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=sigint_default)
     deadline = time.monotonic() + 30
     while not (out / "video" / "000000.tmp.avi").exists():  # the first segment is being written
         assert time.monotonic() < deadline and proc.poll() is None
