@@ -49,10 +49,6 @@ class ExpertAgent(Agent):
         probs[self.classes.index(name)] = 1.0
         return Decision(self.classes.index(name), probs)
 
-    def executed(self, name: str) -> None:
-        """Another player acted (DAgger): the expert's memory of the last action must be what really happened."""
-        self._memory["last"] = name
-
     def reset(self) -> None:
         self._memory.clear()
 

@@ -35,7 +35,7 @@ from ..runtime.predictor import Predictor
 from ..runtime.tick import Sink, Tick
 from ..sinks.keys import KeySink
 from ..sources import parse_spec
-from ..sources.ale import ATARI_FPS
+from ..sources.ale import ATARI_FPS, AleGame
 from ..sources.screen import Screen
 from .play import mean_and_sem
 from .registry import get_game
@@ -88,15 +88,11 @@ def class_keys(game: str, classes: list[str]) -> list[str]:
 
 
 def _meanings(game: str) -> list[str]:
-    import ale_py
-    import gymnasium
-
-    gymnasium.register_envs(ale_py)
-    env = gymnasium.make(f"ALE/{game}-v5")
+    source = AleGame(game)
     try:
-        return env.unwrapped.get_action_meanings()
+        return source.action_meanings
     finally:
-        env.close()
+        source.close()
 
 
 class FrameProbe(Sink):

@@ -21,9 +21,6 @@ class Labeller:
     def label(self, frame: RingFrame) -> str:
         raise NotImplementedError
 
-    def executed(self, name: str) -> None:
-        """The game was given this class's action for the frame just labelled (by whoever plays)."""
-
     def describe(self) -> dict:
         """What made the labels, for the session's meta.yaml."""
         return {"labeller": type(self).__name__}
@@ -117,9 +114,6 @@ class ExpertLabeller(Labeller):
 
     def label(self, frame: RingFrame) -> str:
         return self.classes[self.expert.decide(frame.image, frame.first).class_id]
-
-    def executed(self, name: str) -> None:
-        self.expert.executed(name)
 
     def describe(self) -> dict:
         return {"labeller": "ExpertLabeller", "expert": self.expert.describe()["expert"]}

@@ -77,7 +77,6 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
                 label = labeller.label(frame)
                 if actions:  # a game: the expert's label is its move, unless a model plays
                     move = label if policy is None else policy.classes[policy.decide(frame.image, frame.first).class_id]
-                    labeller.executed(move)
                     source.act(actions[labeller.classes.index(move)])
                 if not labeller.paused:
                     writer.add(frame.image, label, frame.first)

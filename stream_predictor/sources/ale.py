@@ -81,10 +81,6 @@ class AleGame(Source):
             self._acted = True
             self._cond.notify_all()
 
-    def _arrive(self) -> None:
-        """Delayed actions that reach the game by this step: the newest of them is the action from now on."""
-        self._action, self._in_flight = arrived(self._in_flight, self._step, self._action)
-
     def peek(self, steps: int) -> list[np.ndarray]:
         """The RAM now and after each of the next `steps` steps, played with the actions already on their way.
 
@@ -95,20 +91,24 @@ class AleGame(Source):
             self._shadow = self._make_env().unwrapped
             self._shadow.reset(seed=self.seed)
         self._shadow.ale.restoreState(self.env.unwrapped.ale.cloneState(include_rng=True))
-        rams, action, flight = [self.ram().copy()], self._action, list(self._in_flight)
-        for n in range(self._step + 1, self._step + 1 + steps):
-            action, flight = arrived(flight, n, action)
+        rams = [self.ram().copy()]
+        for action in self.actions_ahead(steps):
             if self._shadow.step(action)[2]:
                 break  # the episode ends first
             rams.append(self._shadow.ale.getRAM().copy())
         return rams
 
-    def in_flight_action(self, steps: int) -> int:
-        """The action the game will play `steps` steps from now, from the actions already on their way."""
-        action, flight = self._action, self._in_flight
+    def actions_ahead(self, steps: int) -> list[int]:
+        """The actions the game will play on each of its next `steps` steps, from the actions already on their way."""
+        ahead, action, flight = [], self._action, self._in_flight
         for n in range(self._step + 1, self._step + 1 + steps):
             action, flight = arrived(flight, n, action)
-        return action
+            ahead.append(action)
+        return ahead
+
+    def in_flight_action(self, steps: int) -> int:
+        """The action the game will play `steps` steps from now (0: the one it played last)."""
+        return self.actions_ahead(steps)[-1] if steps else self._action
 
     def ram(self) -> np.ndarray:
         return self.env.unwrapped.ale.getRAM()
@@ -153,7 +153,7 @@ class AleGame(Source):
         """One game step with the action in effect; at an episode's end, the next episode's first frame."""
         with self._cond:
             self._step += 1
-            self._arrive()
+            self._action, self._in_flight = arrived(self._in_flight, self._step, self._action)
             action = self._action
         obs, reward, terminated, truncated, _ = self.env.step(action)
         self.episode_return += float(reward)
