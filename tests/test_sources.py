@@ -343,7 +343,9 @@ def test_stream_that_never_comes_back_gives_up_with_an_error():
         with pytest.raises(UserError, match="gave up after 2 reconnects"):
             for f in cap.frames():
                 frames.append(f.seq)
-    assert frames == list(range(len(frames))) and len(frames) <= 5
+    # the frames it did get came in order and nothing was invented; a busy reader may be lapped (skipped counts those)
+    assert frames == sorted(set(frames)) and set(frames) <= set(range(5))
+    assert not frames or frames[-1] + 1 == len(frames) + cap.ring.skipped
 
 
 def test_moving_dot_labels_follow_its_pixels():
