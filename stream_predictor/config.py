@@ -112,6 +112,32 @@ class TrainConfig:
 
 
 @dataclass(slots=True)
+class TuneConfig:
+    """Reinforcement-learning fine-tuning (PPO + a KL anchor to the starting policy); see docs/tuning.md."""
+
+    init: str = ""  # the cloned policy to start from and stay close to (required)
+    envs: int = 8  # games stepped together, one batched engine call per tick
+    frames: int = 4_000_000  # frames the agent sees in all (one per agent step; ALE frames are frameskip x more)
+    rollout: int = 128  # steps per game between updates (also the BPTT length of the update)
+    epochs: int = 4  # passes over each rollout
+    minibatches: int = 4  # each pass splits the games into this many groups (whole sequences)
+    lr: float = 1e-4  # Adam learning rate, decayed linearly to 0
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE lambda
+    clip: float = 0.1  # PPO ratio clip
+    vf_coef: float = 0.5  # weight of the value loss
+    ent_coef: float = 0.01  # weight of the entropy bonus
+    kl_coef: float = 0.5  # weight of KL(policy || starting policy) at the start
+    kl_half_life: int = 1_000_000  # frames over which that weight halves
+    value_warmup: int = 100_000  # frames during which only the value head learns (the policy is left as cloned)
+    max_grad_norm: float = 0.5  # gradient clipping
+    encoder: Literal["frozen", "train"] = "frozen"  # frozen: the CNN runs once per frame, the update reuses its features
+    seed: int = 100_000  # game i of process r starts at seed + 10,000·(r·envs + i); evaluation seeds stay below
+    save_every: int = 250_000  # frames between snapshots kept for choosing (and checkpoints for --resume)
+    threads: int = 2  # torch threads
+
+
+@dataclass(slots=True)
 class KeysConfig:
     preset: Literal["lsr3", "wasd9", "none"] = "lsr3"  # class → keys: left/straight/right → arrows; the 9 WASD combos; none
     map: list[str] = field(default_factory=list)  # class:key+key entries over the preset, e.g. [up:up, stay:, down:down]
@@ -152,6 +178,7 @@ class Config:
     predict: PredictConfig = field(default_factory=PredictConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     play: PlayConfig = field(default_factory=PlayConfig)
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)

@@ -24,6 +24,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "record": ("record_cmd", "record a session: frames + per-frame labels (keyboard, game expert, synthetic truth)"),
     "import": ("import_cmd", "turn a video and a labels CSV into a session"),
     "train": ("train_cmd", "train on sessions, with progress bar, metrics and plots"),
+    "tune": ("tune_cmd", "fine-tune a cloned agent in the game with PPO, from the game's reward"),
     "eval": ("eval_cmd", "accuracy, macro-F1 and confusion matrix on sessions, through the real Predictor"),
     "play": ("play_cmd", "the agent plays a game (ale:Pong) through the real threads; scores as JSON"),
     "host": ("host_cmd", "a game in a window, played from the keyboard: a target for screen → keys agents"),

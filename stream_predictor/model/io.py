@@ -2,6 +2,8 @@
 
 Nothing in such a file can execute: safetensors holds raw tensors and a JSON header, and a file that
 is not one (a pickle `.pt`, random bytes, a truncated download) is refused before anything is built.
+Tensors named `aux.*` (the value head of a fine-tuned policy) travel in the same file and are ignored
+at inference; `load_aux` reads them.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from ..errors import ConfigError, UserError
 from .stream_model import StreamModel
 
 FORMAT = "stream_predictor/1"
+AUX = "aux."
 
 
-def save_model(model: StreamModel, path: str | Path, extra: dict[str, str] | None = None) -> Path:
-    """Write weights + config. `extra` adds string metadata (e.g. training metrics)."""
+def save_model(model: StreamModel, path: str | Path, extra: dict[str, str] | None = None,
+               aux: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write weights + config. `extra` adds string metadata (e.g. training metrics); `aux` tensors ride along as `aux.*`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({AUX + k: v.detach().cpu().contiguous() for k, v in (aux or {}).items()})
     metadata = {"format": FORMAT, "model_config": json.dumps(to_dict(model.cfg)), **(extra or {})}
     if model.trained:
         metadata["trained"] = json.dumps(model.trained)
@@ -61,11 +66,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> StreamMo
         raise UserError(f"{path}: {e}") from None
     model = StreamModel(cfg)
     expected = model.state_dict()
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{path}: cannot read tensors ({str(e).splitlines()[0]})") from None
+    tensors = _tensors(path, lambda k: not k.startswith(AUX))
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [f"{k} {tuple(tensors[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
@@ -78,3 +79,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> StreamMo
     model.load_state_dict(tensors, strict=True)
     model.trained = json.loads(meta.get("trained", "{}"))
     return model.to(device).eval()
+
+
+def load_aux(path: str | Path) -> dict[str, torch.Tensor]:
+    """The `aux.*` tensors of a weights file (without the prefix); empty if it has none."""
+    read_metadata(path)
+    return {k.removeprefix(AUX): v for k, v in _tensors(path, lambda k: k.startswith(AUX)).items()}
+
+
+def _tensors(path: str | Path, keep) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys() if keep(k)}
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: cannot read tensors ({str(e).splitlines()[0]})") from None

@@ -78,8 +78,8 @@ class StreamModel(nn.Module):
         out, h = self.rnn(feats, state[0])
         return out, (h,)
 
-    def temporal(self, feats: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
-        """(B, T, D) → logits (B, T, K) and the state after the last frame.
+    def recurrent(self, feats: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """(B, T, D) → the top layer's hidden output (B, T, H) and the state after the last frame.
 
         `first` (B, T) marks frames that start a new episode: the state of that stream is zeroed
         just before them. The sequence is cut only where some stream resets.
@@ -87,15 +87,19 @@ class StreamModel(nn.Module):
         b, t = feats.shape[:2]
         state = state if state is not None else self.init_state(b, feats.device)
         if first is None or not bool(first.any()):
-            out, state = self._rnn(feats, state)
-            return self.head(out), state
+            return self._rnn(feats, state)
         cuts = sorted({0, t, *torch.nonzero(first.any(0)).flatten().tolist()})
         outs = []
         for t0, t1 in zip(cuts[:-1], cuts[1:]):
             state = self.reset_state(state, first[:, t0])
             out, state = self._rnn(feats[:, t0:t1], state)
             outs.append(out)
-        return self.head(torch.cat(outs, 1)), state
+        return torch.cat(outs, 1), state
+
+    def temporal(self, feats: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """(B, T, D) → logits (B, T, K) and the state after the last frame (`first` as in `recurrent`)."""
+        out, state = self.recurrent(feats, state, first)
+        return self.head(out), state
 
     def forward(self, clip: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None,
                 return_state: bool = False) -> torch.Tensor | tuple[torch.Tensor, State]:

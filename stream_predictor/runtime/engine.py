@@ -59,7 +59,8 @@ class TickEngine:
 
     frames: (K, H, W, 3) BGR uint8 (numpy or tensor); first: (K,) bools, the streams whose state is
     reset before this frame. Returns numpy (K, classes) float32 probabilities and (K,) class ids.
-    `engine.features` holds the (K, D) encoded frames of the last call (on the engine's device).
+    `engine.features` holds the (K, D) encoded frames of the last call (on the engine's device), `engine.logits`
+    its (K, classes) float32 logits and, when stateful, `engine.state` the recurrent state after it.
     """
 
     def __init__(self, model: StreamModel, streams: int = 1, dtype: str = "float32", graph: bool | None = None,
@@ -98,6 +99,7 @@ class TickEngine:
         self.features = torch.zeros((k, m.feature_dim), device=dev, dtype=self.dtype)
         self.ring = FeatureRing(k, self.window, m.feature_dim, dev, self.dtype) if self.mode == "windowed" else None
         self.x = torch.zeros((k, m.preproc.channels, *m.preproc.size), device=dev, dtype=self.dtype)
+        self.logits = torch.zeros((k, len(m.classes)), device=dev)
         self.probs = torch.zeros((k, len(m.classes)), device=dev)
         self.classes = torch.zeros(k, dtype=torch.long, device=dev)
         c, (sh, sw) = m.preproc.channels, m.preproc.size
@@ -148,7 +150,8 @@ class TickEngine:
         self._outputs(logits)
 
     def _outputs(self, logits: torch.Tensor) -> None:
-        torch.softmax(logits.float(), -1, out=self.probs)
+        self.logits.copy_(logits)
+        torch.softmax(self.logits, -1, out=self.probs)
         torch.argmax(logits, -1, out=self.classes)
 
     def _windowed(self, first: np.ndarray) -> None:
@@ -168,6 +171,16 @@ class TickEngine:
         """One tick of model work only, on `self.x` (for benchmarks): a graph replay on CUDA, else the call itself."""
         assert self._shape is not None, "prepare() first"
         return cuda_graph(self._model_tick).replay if self.use_graph else self._model_tick
+
+    def refresh(self) -> None:
+        """Rebuild the fast kernels from the model's weights as they are now (after training steps); states are kept."""
+        if self._shape is None:
+            return
+        kept = [s.clone() for s in self.state]
+        self._build(*self._shape)
+        with torch.inference_mode():
+            for s, k in zip(self.state, kept):
+                s.copy_(k)
 
     # --- per tick ----------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -61,6 +61,7 @@ class AleGame(Source):
         self.episode_returns: list[float] = []  # one per finished episode
         self.episode_return = 0.0
         self.episode_steps = 0
+        self.reward = 0.0  # the game's reward over the step(s) the last read took
         self._episode = 0
         self._obs: np.ndarray | None = None
         self._action = 0
@@ -121,6 +122,7 @@ class AleGame(Source):
 
     def read(self, out: np.ndarray | None = None) -> Frame | None:
         first = self._obs is None
+        self.reward = 0.0
         if first:
             obs = self._reset()
         else:
@@ -156,6 +158,7 @@ class AleGame(Source):
             self._action, self._in_flight = arrived(self._in_flight, self._step, self._action)
             action = self._action
         obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.reward += float(reward)
         self.episode_return += float(reward)
         self.episode_steps += 1
         if terminated or truncated:

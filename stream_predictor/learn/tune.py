@@ -1,0 +1,422 @@
+"""`tune`: reinforcement-learning fine-tuning of a cloned policy in the game, from the game's reward alone.
+
+PPO (clipped objective, GAE, entropy bonus) on the CNN+LSTM, plus a KL penalty toward the frozen starting
+policy whose weight halves every `tune.kl_half_life` frames (VPT's recipe): the first updates, from a value
+function that knows nothing yet, cannot wreck the cloned play. For the first `tune.value_warmup` frames
+only the value head learns.
+
+Reads top to bottom: `Games` (K games stepped together) → `collect` (one rollout through the runtime's
+TickEngine: one batched call per tick, each game's episode start resetting its own state, the state at
+the rollout's start kept) → `recompute` (the same log-probabilities and values from the stored inputs,
+by truncated BPTT from that state) → `update` (PPO epochs over whole sequences) → `tune` (the loop,
+checkpoints, snapshots, curves). The policy head is the model's classifier, so `play`, `predict` and the
+keys sink use tuned weights unchanged; the value head rides in the same file as `aux.value.*`.
+
+With `tune.encoder: frozen` (the default) the CNN runs once per frame, in the rollout, and the update
+reuses the features the engine cached; with `train` the update encodes the stored pixels again.
+Runs as is under `torchrun --nproc_per_node=N`: each process steps its own games, DDP all-reduces.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+from ..config import Config, TuneConfig
+from ..errors import UserError
+from ..games.registry import get_game
+from ..model import StreamModel, load_aux, load_model, save_model
+from ..model.stream_model import State
+from ..runtime.engine import TickEngine
+from ..sources import open_source, parse_spec
+from ..sources.ale import AleGame
+from .metrics import _plt
+from .ppo import clipped_policy_loss, entropy, gae, kl_divergence, kl_weight
+from .train import _device, _init_distributed
+
+
+class ActorCritic(nn.Module):
+    """The policy (a StreamModel: its head is the classifier that `play` uses) and a value head on the LSTM's output."""
+
+    def __init__(self, model: StreamModel) -> None:
+        super().__init__()
+        self.model = model
+        self.value = nn.Linear(model.cfg.hidden, 1)
+
+    def forward(self, inputs: torch.Tensor, state: State, first: torch.Tensor, encode: bool,
+                detach_value: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, T, D) features, or (K, T, C, h, w) pixels when `encode` → logits (K, T, classes) and values (K, T)."""
+        feats = self.model.encode_clip(inputs) if encode else inputs
+        out, _ = self.model.recurrent(feats, state, first)
+        return self.model.head(out), self.value(out.detach() if detach_value else out).squeeze(-1)
+
+
+class Games:
+    """K copies of one game, each waiting for its action (lockstep), seeded apart; actions are given as class ids."""
+
+    def __init__(self, spec: str, cfg: Config, classes: list[str], seeds: list[int]) -> None:
+        if parse_spec(spec).kind != "ale":
+            raise UserError(f"tune needs a game source such as ale:Pong, not '{spec}'")
+        game = get_game(parse_spec(spec).target)
+        missing = [c for c in classes if c not in game.actions]
+        if missing:
+            raise UserError(f"the policy's classes {classes} include {missing}, which {game.name} has no action for")
+        self.actions = [game.actions[c] for c in classes]
+        self.games: list[AleGame] = []
+        try:
+            for seed in seeds:
+                g = open_source(spec, cfg.source, {"seed": seed, "sync": True})
+                assert isinstance(g, AleGame)
+                self.games.append(g)
+        except BaseException:
+            self.close()
+            raise
+        frames = [g.read() for g in self.games]
+        self.images = np.stack([f.image for f in frames])
+        self.first = np.array([f.first for f in frames])
+
+    def step(self, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Play one class per game; the rewards (K,) and whether each episode ended (its next frame is a first)."""
+        rewards = np.zeros(len(self.games), np.float32)
+        for i, (g, c) in enumerate(zip(self.games, classes)):
+            g.act(self.actions[int(c)])
+            f = g.read()
+            self.images[i], self.first[i], rewards[i] = f.image, f.first, g.reward
+        return rewards, self.first.copy()
+
+    def finished_returns(self) -> list[float]:
+        """Returns of the episodes finished since the last call."""
+        out = []
+        for g in self.games:
+            out += g.episode_returns
+            g.episode_returns.clear()
+        return out
+
+    def close(self) -> None:
+        for g in self.games:
+            g.close()
+
+
+@dataclass
+class Rollout:
+    """T steps of K games, game first: what the update needs to recompute and score every decision."""
+
+    inputs: torch.Tensor  # (K, T, D) features, or (K, T, C, h, w) preprocessed pixels
+    first: torch.Tensor  # (K, T) the frame starts an episode (the state is reset before it)
+    state0: State  # the recurrent state before the first step
+    actions: torch.Tensor  # (K, T) class ids played
+    logp: torch.Tensor  # (K, T) their log-probabilities when played
+    values: torch.Tensor  # (K, T)
+    rewards: torch.Tensor  # (K, T) the game's reward for the step
+    dones: torch.Tensor  # (K, T) the episode ended with the step
+    last_value: torch.Tensor  # (K,) value of the frame after the last step
+
+
+def collect(games: Games, engine: TickEngine, ac: ActorCritic, steps: int, encode: bool, gen: torch.Generator) -> Rollout:
+    """One rollout: per tick, one engine call for all K games (CNN once per frame, LSTM stepped), a sampled class each."""
+    k = len(games.games)
+    state0 = tuple(s.clone() for s in engine.state)
+    inputs = torch.zeros((k, steps, *(engine.x.shape[1:] if encode else engine.features.shape[1:])))
+    first = torch.zeros((k, steps), dtype=torch.bool)
+    actions = torch.zeros((k, steps), dtype=torch.long)
+    logp, values, rewards, dones = (torch.zeros((k, steps)) for _ in range(4))
+    with torch.inference_mode():
+        for t in range(steps):
+            first[:, t] = torch.from_numpy(games.first)
+            engine.submit(games.images, games.first)
+            inputs[:, t] = engine.x if encode else engine.features
+            values[:, t] = ac.value(engine.state[0][-1]).squeeze(-1)
+            log_probs = F.log_softmax(engine.logits, -1)
+            actions[:, t] = torch.multinomial(log_probs.exp(), 1, generator=gen).squeeze(-1)
+            logp[:, t] = log_probs.gather(-1, actions[:, t, None]).squeeze(-1)
+            r, d = games.step(actions[:, t].numpy())
+            rewards[:, t], dones[:, t] = torch.from_numpy(r), torch.from_numpy(d)
+        # the value of the frame after the rollout, from a copy of the state (the engine steps it for real next time)
+        state = engine.model.reset_state(tuple(s.clone() for s in engine.state), torch.from_numpy(games.first))
+        feats = engine.model.encode(engine.model.preprocess(games.images))
+        _, (h, *_) = engine.model.step_features(feats, state)
+        last_value = ac.value(h[-1]).squeeze(-1)
+    return Rollout(inputs, first, state0, actions, logp, values, rewards, dones, last_value)
+
+
+def recompute(net: nn.Module, ro: Rollout, games: slice | torch.Tensor, encode: bool,
+              detach_value: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits, log-probabilities of the played classes and values for some games' whole sequences, by BPTT from state0."""
+    state = tuple(s[:, games] for s in ro.state0)
+    logits, values = net(ro.inputs[games], state, ro.first[games], encode, detach_value)
+    logp = F.log_softmax(logits, -1).gather(-1, ro.actions[games, :, None]).squeeze(-1)
+    return logits, logp, values
+
+
+@dataclass
+class Tuner:
+    """One fine-tuning run: what the updates share."""
+
+    cfg: Config
+    tc: TuneConfig
+    out: Path
+    rank: int
+    world: int
+    ac: ActorCritic
+    net: nn.Module  # ac, or its DDP wrapper
+    ref: StreamModel  # the frozen starting policy
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    frames: int = 0  # over all processes
+    updates: int = 0
+    history: list[dict] = field(default_factory=list)  # one record per update
+    episodes: list[tuple[int, float]] = field(default_factory=list)  # (frames when it ended, return)
+
+    @property
+    def run_dir(self) -> Path:
+        stem = self.out.with_suffix("")
+        return stem.parent / f"{stem.name}.run"
+
+    @property
+    def frames_per_update(self) -> int:
+        return self.tc.envs * self.tc.rollout * self.world
+
+    @property
+    def total_updates(self) -> int:
+        return max(1, self.tc.frames // self.frames_per_update)
+
+
+def update(t: Tuner, ro: Rollout) -> dict:
+    """PPO epochs over the rollout: each minibatch is whole sequences of some games, from their stored start states."""
+    tc, encode = t.tc, t.tc.encoder == "train"
+    warm = t.frames < tc.value_warmup
+    adv, ret = gae(ro.rewards.T, ro.values.T, ro.dones.T, ro.last_value, tc.gamma, tc.gae_lambda)
+    adv, ret = adv.T.contiguous(), ret.T.contiguous()
+    with torch.no_grad():
+        ref_logits = t.ref(ro.inputs, ro.state0, ro.first) if encode else t.ref.temporal(ro.inputs, ro.state0, ro.first)[0]
+    klw = kl_weight(tc.kl_coef, tc.kl_half_life, t.frames)
+    for group in t.opt.param_groups:
+        group["lr"] = tc.lr * max(0.0, 1.0 - t.updates / t.total_updates)
+    k = ro.actions.shape[0]
+    stats: dict[str, list[float]] = {n: [] for n in ("policy_loss", "value_loss", "entropy", "kl_start", "approx_kl", "clip_frac")}
+    for _ in range(tc.epochs):
+        for games in torch.randperm(k, generator=t.gen).chunk(tc.minibatches):
+            logits, logp, values = recompute(t.net, ro, games, encode, detach_value=warm)
+            a = adv[games]
+            a = (a - a.mean()) / (a.std() + 1e-8)
+            pg = clipped_policy_loss(logp, ro.logp[games], a, tc.clip)
+            v_loss = 0.5 * (values - ret[games]).pow(2).mean()
+            ent = entropy(logits).mean()
+            kl = kl_divergence(logits, ref_logits[games]).mean()
+            loss = tc.vf_coef * v_loss if warm else pg + tc.vf_coef * v_loss - tc.ent_coef * ent + klw * kl
+            t.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(t.ac.parameters(), tc.max_grad_norm)
+            t.opt.step()
+            with torch.no_grad():
+                ratio = (logp - ro.logp[games]).exp()
+                for name, v in (("policy_loss", pg), ("value_loss", v_loss), ("entropy", ent), ("kl_start", kl),
+                                ("approx_kl", ((ratio - 1) - ratio.log()).mean()),
+                                ("clip_frac", ((ratio - 1).abs() > tc.clip).float().mean())):
+                    stats[name].append(float(v))
+    var = float(ret.var())
+    explained = 1 - float((ret - ro.values).var()) / var if var > 0 else float("nan")
+    return {**{n: float(np.mean(v)) for n, v in stats.items()}, "kl_weight": klw, "value_only": warm,
+            "explained_variance": explained, "lr": t.opt.param_groups[0]["lr"]}
+
+
+# --- checkpoints (safetensors, no pickle) and snapshots ----------------------------------------------------
+def save_checkpoint(t: Tuner) -> None:
+    tensors = {f"ac.{k}": v.detach().cpu().contiguous() for k, v in t.ac.state_dict().items()}
+    opt = t.opt.state_dict()
+    for pid, st in opt["state"].items():
+        for key, value in st.items():
+            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"frames": t.frames, "updates": t.updates, "history": t.history, "episodes": t.episodes,
+            "param_groups": opt["param_groups"], "init": t.tc.init, "world": t.world, "envs": t.tc.envs}
+    t.run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = t.run_dir / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"tune_checkpoint": json.dumps(meta)})
+    tmp.replace(t.run_dir / "checkpoint.safetensors")
+
+
+def load_checkpoint(t: Tuner) -> bool:
+    path = t.run_dir / "checkpoint.safetensors"
+    if not path.exists():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["tune_checkpoint"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise UserError(f"cannot resume from {path}: {e}") from None
+    if (meta["world"], meta["envs"]) != (t.world, t.tc.envs):
+        raise UserError(f"{path} was written by {meta['world']} process(es) × {meta['envs']} games; resume with the same")
+    t.ac.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("ac.")})
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, key = k.split(".", 2)
+            state.setdefault(int(pid), {})[key] = v
+    t.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    t.frames, t.updates, t.history = meta["frames"], meta["updates"], meta["history"]
+    t.episodes = [tuple(e) for e in meta["episodes"]]
+    return True
+
+
+def save_policy(t: Tuner, path: Path) -> Path:
+    """Playable weights: the policy as a StreamModel file, the value head beside it as `aux.value.*`."""
+    model = t.ac.model
+    model.trained = {**model.trained, "mode": "stateful", "tuned": {"init": t.tc.init, "frames": t.frames}}
+    return save_model(model, path, extra={"tune": json.dumps({"frames": t.frames, "config": asdict(t.tc)})},
+                      aux={f"value.{k}": v for k, v in t.ac.value.state_dict().items()})
+
+
+def plot_returns(t: Tuner, path: Path) -> Path:
+    """Return of each finished episode against frames, with the mean of the last 20; KL to the start and entropy."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    if t.episodes:
+        x, y = np.array(t.episodes).T
+        a.plot(x, y, ".", alpha=0.35, label="episode")
+        a.plot(x, [np.mean(y[max(0, i - 19): i + 1]) for i in range(len(y))], label="mean of last 20")
+        a.legend()
+    a.set_xlabel("frames")
+    a.set_ylabel("return")
+    if t.history:
+        x = [h["frames"] for h in t.history]
+        b.plot(x, [h["kl_start"] for h in t.history], label="KL to start")
+        b.plot(x, [h["entropy"] for h in t.history], label="entropy")
+        b.set_xlabel("frames")
+        b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+def check(tc: TuneConfig) -> None:
+    if not tc.init:
+        raise UserError("tune needs a starting policy: --init WEIGHTS (a cloned agent, e.g. weights/pong.safetensors)")
+    for name in ("envs", "rollout", "epochs", "minibatches", "frames"):
+        if getattr(tc, name) < 1:
+            raise UserError(f"tune.{name} must be at least 1, got {getattr(tc, name)}")
+    if tc.minibatches > tc.envs:
+        raise UserError(f"tune.minibatches ({tc.minibatches}) cannot exceed tune.envs ({tc.envs}): a minibatch is whole games")
+    if tc.rollout < 2:
+        raise UserError("tune.rollout must be at least 2 steps")
+    if not 0 < tc.gamma <= 1 or not 0 <= tc.gae_lambda <= 1 or tc.clip <= 0 or tc.lr <= 0:
+        raise UserError("tune needs 0 < gamma <= 1, 0 <= gae_lambda <= 1, clip > 0 and lr > 0")
+
+
+def setup(cfg: Config, spec: str, out: str | Path, resume: bool) -> tuple[Tuner, Games, TickEngine]:
+    """Processes, the policy and its frozen copy, the value head, the optimizer, the games and the engine."""
+    tc = cfg.tune
+    check(tc)
+    torch.set_num_threads(tc.threads)
+    rank, world = _init_distributed(_device("cpu"))
+    torch.manual_seed(tc.seed + rank)
+    model = load_model(tc.init)
+    ref = copy.deepcopy(model).requires_grad_(False)
+    ac = ActorCritic(model)
+    aux = load_aux(tc.init)
+    if {"value.weight", "value.bias"} <= set(aux):  # a tuned file: go on with its value head
+        ac.value.load_state_dict({"weight": aux["value.weight"], "bias": aux["value.bias"]})
+    if tc.encoder == "frozen":
+        model.encoder.requires_grad_(False)
+    params = [p for p in ac.parameters() if p.requires_grad]
+    net = nn.parallel.DistributedDataParallel(ac, find_unused_parameters=True) if world > 1 else ac
+    t = Tuner(cfg, tc, Path(out), rank, world, ac, net, ref, torch.optim.Adam(params, lr=tc.lr, eps=1e-5),
+              torch.Generator().manual_seed(tc.seed + rank))
+    resumed = resume and load_checkpoint(t)
+    # each game has its own seeds (episode e of game g: seed + 10,000·g + e); after a resume they move on
+    seeds = [tc.seed + 10_000 * (rank * tc.envs + i) + t.updates for i in range(tc.envs)]
+    games = Games(spec, cfg, model.classes, seeds)
+    engine = TickEngine(model.eval(), tc.envs, fast_cpu=cfg.predict.fast_cpu)
+    engine.prepare(*games.images.shape[1:3])
+    if resumed and rank == 0:
+        print(f"resumed from {t.run_dir / 'checkpoint.safetensors'} at {t.frames:,} frames (update {t.updates}); "
+              "the games start again on fresh seeds")
+    return t, games, engine
+
+
+def replicas_identical(t: Tuner) -> bool:
+    """Whether every process ends with the same weights (each stepped its own games: only all-reduced gradients do that)."""
+    if t.world == 1:
+        return True
+    flat = torch.cat([p.detach().flatten() for p in t.ac.parameters()])
+    copies = [torch.zeros_like(flat) for _ in range(t.world)]
+    dist.all_gather(copies, flat)
+    return all(torch.equal(copies[0], c) for c in copies[1:])
+
+
+def tune(cfg: Config, spec: str, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Fine-tune `tune.init` in `spec` for `tune.frames` frames; weights to `out`, snapshots and checkpoints beside it.
+
+    Returns (on rank 0) the summary: frames, wall time, frames/s of the rollouts, of the updates and overall.
+    """
+    t, games, engine = setup(cfg, spec, out, resume)
+    tc, main = t.tc, t.rank == 0
+    recent = deque((r for _, r in t.episodes[-20:]), maxlen=20)
+    bar = tqdm(total=t.total_updates * t.frames_per_update, initial=t.frames, unit="frame", unit_scale=True,
+               disable=not (progress and main), desc="tune")
+    t0, rollout_s, update_s, frames_here = time.monotonic(), 0.0, 0.0, 0
+    next_save = (t.frames // tc.save_every + 1) * tc.save_every
+    try:
+        while t.updates < t.total_updates:
+            a = time.monotonic()
+            ro = collect(games, engine, t.ac, tc.rollout, tc.encoder == "train", t.gen)
+            b = time.monotonic()
+            t.ac.train()
+            record = update(t, ro)
+            t.ac.model.eval()
+            engine.refresh()  # the fast kernels take the new weights
+            c = time.monotonic()
+            rollout_s, update_s = rollout_s + b - a, update_s + c - b
+            t.updates += 1
+            t.frames += t.frames_per_update
+            frames_here += t.frames_per_update
+            for r in games.finished_returns():
+                t.episodes.append((t.frames, r))
+                recent.append(r)
+            record.update(frames=t.frames, update=t.updates, return_20=float(np.mean(recent)) if recent else None,
+                          rollout_s=round(b - a, 3), update_s=round(c - b, 3))
+            t.history.append(record)
+            bar.update(t.frames_per_update)
+            bar.set_postfix_str(f"{frames_here / (c - t0):.0f} frame/s, return(20) "
+                                f"{'-' if not recent else f'{np.mean(recent):+.1f}'}, KL {record['kl_start']:.3f}"
+                                f"{' (value only)' if record['value_only'] else ''}")
+            if main and (t.frames >= next_save or t.updates == t.total_updates):
+                save_checkpoint(t)
+                save_policy(t, t.run_dir / f"frames_{t.frames:09d}.safetensors")
+                plot_returns(t, t.out.with_suffix("").with_name(t.out.stem + ".curve.png"))
+                next_save = (t.frames // tc.save_every + 1) * tc.save_every
+    finally:
+        bar.close()
+        games.close()
+    seconds = time.monotonic() - t0
+    summary = {}
+    identical = replicas_identical(t)
+    if main:
+        save_policy(t, t.out)
+        summary = {"out": str(t.out), "frames": t.frames, "emulator_frames": t.frames * cfg.source.frameskip,
+                   "updates": t.updates, "episodes": len(t.episodes), "return_20": float(np.mean(recent)) if recent else None,
+                   "seconds": round(seconds, 1), "frames_per_s": round(frames_here / max(seconds, 1e-9), 1),
+                   "rollout_frames_per_s": round(frames_here / t.world / max(rollout_s, 1e-9), 1),
+                   "update_frames_per_s": round(frames_here / t.world / max(update_s, 1e-9), 1),
+                   "world_size": t.world, "replicas_identical": identical, "envs": tc.envs, "encoder": tc.encoder, "engine": engine.path}
+        Path(f"{t.out.with_suffix('')}.tune.json").write_text(json.dumps({**summary, "history": t.history,
+                                                                          "episodes": t.episodes, "config": asdict(tc)}))
+    if t.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary

@@ -1,0 +1,194 @@
+"""RL fine-tuning: the PPO formulas on hand-worked cases, rollouts through the engine against the update's
+recomputation, a real run in Pong end to end (weights `play` loads, resume, curve), errors, and DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stream_predictor.config import load_config
+from stream_predictor.learn.ppo import clipped_policy_loss, entropy, gae, kl_divergence, kl_weight
+from stream_predictor.learn.tune import Games, collect, recompute, setup, update
+from stream_predictor.model import load_aux, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = str(ROOT / "weights" / "pong.safetensors")
+
+
+# --- the formulas, worked by hand -------------------------------------------------------------------------
+def test_gae_matches_a_hand_worked_case():
+    # one game, 3 steps, the episode ends with step 1: gamma 0.9, lambda 0.8, V after the rollout 0.3
+    # t=2: delta = 2 + 0.9*0.3 - 0.1 = 2.17                 A = 2.17
+    # t=1: delta = 0 - 0.2 (episode over: no bootstrap)    A = -0.2
+    # t=0: delta = 1 + 0.9*0.2 - 0.5 = 0.68                 A = 0.68 + 0.9*0.8*(-0.2) = 0.536
+    rewards = torch.tensor([[1.0], [0.0], [2.0]])
+    values = torch.tensor([[0.5], [0.2], [0.1]])
+    dones = torch.tensor([[0.0], [1.0], [0.0]])
+    adv, ret = gae(rewards, values, dones, torch.tensor([0.3]), 0.9, 0.8)
+    assert torch.allclose(adv[:, 0], torch.tensor([0.536, -0.2, 2.17]))
+    assert torch.allclose(ret[:, 0], torch.tensor([1.036, 0.0, 2.27]))
+    # lambda 1, gamma 1, no ends: the advantage is the sum of rewards to go + the last value - V
+    adv, _ = gae(torch.ones(4, 2), torch.zeros(4, 2), torch.zeros(4, 2), torch.tensor([1.0, 0.0]), 1.0, 1.0)
+    assert adv[:, 0].tolist() == [5.0, 4.0, 3.0, 2.0] and adv[:, 1].tolist() == [4.0, 3.0, 2.0, 1.0]
+
+
+def test_clipped_policy_loss_takes_the_pessimistic_side():
+    # ratio 1.5 with A=+2 (clip 0.2): min(3.0, 1.2*2 = 2.4) = 2.4;  ratio 0.5 with A=-1: min(-0.5, 0.8*-1) = -0.8
+    logp = torch.log(torch.tensor([1.5, 0.5]))
+    loss = clipped_policy_loss(logp, torch.zeros(2), torch.tensor([2.0, -1.0]), 0.2)
+    assert loss.item() == pytest.approx(-(2.4 - 0.8) / 2)
+    # inside the clip range the objective is plain ratio * A
+    loss = clipped_policy_loss(torch.log(torch.tensor([1.1])), torch.zeros(1), torch.tensor([3.0]), 0.2)
+    assert loss.item() == pytest.approx(-3.3)
+
+
+def test_kl_entropy_and_the_decaying_weight():
+    p, q = torch.log(torch.tensor([[0.5, 0.5]])), torch.log(torch.tensor([[0.25, 0.75]]))
+    assert kl_divergence(p, q).item() == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))
+    assert kl_divergence(q, q).item() == pytest.approx(0.0, abs=1e-7)
+    assert entropy(torch.zeros(1, 3)).item() == pytest.approx(math.log(3))
+    assert kl_weight(0.5, 1000, 0) == 0.5 and kl_weight(0.5, 1000, 2000) == pytest.approx(0.125)
+
+
+# --- rollouts through the engine, recomputed by the update ---------------------------------------------------
+def _tuner(tmp_path: Path, *overrides: str):
+    cfg = load_config("pong", ["tune.envs=2", "tune.rollout=48", "tune.minibatches=2", "tune.threads=1",
+                               "source.max_episode_steps=30", f"tune.init={WEIGHTS}", *overrides])
+    return setup(cfg, "ale:Pong", tmp_path / "t.safetensors", resume=False)
+
+
+@pytest.mark.parametrize("encoder", ["frozen", "train"])
+def test_recomputed_log_probs_and_values_equal_the_rollout(tmp_path, encoder):
+    """Before any gradient step, the update's BPTT from the stored start state gives what the engine's stepping gave."""
+    t, games, engine = _tuner(tmp_path, f"tune.encoder={encoder}")
+    try:
+        collect(games, engine, t.ac, 48, encoder == "train", t.gen)  # a second rollout starts from a carried state
+        ro = collect(games, engine, t.ac, 48, encoder == "train", t.gen)
+    finally:
+        games.close()
+    assert ro.first[:, 1:].any()  # 30-step episodes: each game restarts inside the rollout, its state reset there
+    assert ro.state0[0].abs().sum() > 0  # and the rollout began mid-episode, from a carried state
+    with torch.no_grad():
+        _, logp, values = recompute(t.ac, ro, slice(None), encoder == "train")
+    assert (logp - ro.logp).abs().max() <= 1e-5
+    assert (values - ro.values).abs().max() <= 1e-5
+    assert engine.path["encoder"] == "oneDNN prepacked" or not torch.backends.mkldnn.is_available()
+
+
+def test_games_report_the_score_change_and_episode_ends(tmp_path):
+    cfg = load_config("pong", ["source.max_episode_steps=400"])
+    games = Games("ale:Pong", cfg, ["up", "stay", "down"], [5, 6])
+    try:
+        rewards, ends = [], []
+        for _ in range(800):
+            r, d = games.step(np.array([1, 1]))  # stay: the opponent scores
+            rewards.append(r)
+            ends.append(d)
+        returns = games.finished_returns()
+    finally:
+        games.close()
+    rewards, ends = np.array(rewards), np.array(ends)
+    assert (rewards <= 0).all() and rewards.sum() < 0  # only the opponent scores
+    assert ends.sum(0).tolist() == [2, 2]  # 400-step episodes end twice in 800 steps
+    # each finished episode's return is the sum of the step rewards up to its end
+    e0 = int(np.flatnonzero(ends[:, 0])[0])
+    assert sorted(returns)[:1] and rewards[: e0 + 1, 0].sum() in returns
+
+
+def test_an_update_moves_the_policy_toward_rewarded_actions(tmp_path):
+    """Rewards that favour one class, after the value warm-up: one update raises that class's probability."""
+    t, games, engine = _tuner(tmp_path, "tune.value_warmup=0", "tune.kl_coef=0", "tune.lr=1e-3")
+    try:
+        ro = collect(games, engine, t.ac, 48, False, t.gen)
+    finally:
+        games.close()
+    ro.rewards = (ro.actions == 0).float()  # class 0 (up) is rewarded wherever it was played
+    with torch.no_grad():
+        before = recompute(t.ac, ro, slice(None), False)[0].softmax(-1)[..., 0].mean()
+    t.ac.train()
+    stats = update(t, ro)
+    with torch.no_grad():
+        after = recompute(t.ac, ro, slice(None), False)[0].softmax(-1)[..., 0].mean()
+    assert after > before + 0.01 and not stats["value_only"]
+
+
+def test_value_warmup_leaves_the_policy_as_cloned(tmp_path):
+    t, games, engine = _tuner(tmp_path, "tune.value_warmup=1000000")
+    try:
+        ro = collect(games, engine, t.ac, 48, False, t.gen)
+    finally:
+        games.close()
+    policy = {k: v.clone() for k, v in t.ac.model.state_dict().items()}
+    value = t.ac.value.weight.clone()
+    t.ac.train()
+    assert update(t, ro)["value_only"]
+    assert all(torch.equal(policy[k], v) for k, v in t.ac.model.state_dict().items())
+    assert not torch.equal(value, t.ac.value.weight)
+
+
+# --- the command, end to end ------------------------------------------------------------------------------------
+def tune_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", "tune", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+SMALL = ["--config", "pong", "--init", WEIGHTS, "--envs", "2", "tune.rollout=32", "tune.minibatches=2", "tune.threads=1",
+         "tune.value_warmup=64", "tune.save_every=128", "source.max_episode_steps=40", "--json"]
+
+
+def test_tune_runs_resumes_and_writes_weights_play_can_use(tmp_path):
+    out = tmp_path / "rl.safetensors"
+    r = tune_cli(*SMALL, "--frames", "128", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = json.loads(r.stdout.strip().splitlines()[-1])
+    assert first["frames"] == 128 and first["updates"] == 2 and first["episodes"] >= 1
+    assert first["rollout_frames_per_s"] > 0 and first["update_frames_per_s"] > 0
+    run_dir = tmp_path / "rl.run"
+    assert (run_dir / "checkpoint.safetensors").exists() and (run_dir / "frames_000000128.safetensors").exists()
+    assert (tmp_path / "rl.curve.png").stat().st_size > 5000 and (tmp_path / "rl.tune.json").exists()
+
+    r = tune_cli(*SMALL, "--frames", "256", "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stdout and "at 128 frames" in r.stdout
+    second = json.loads(r.stdout.strip().splitlines()[-1])
+    assert second["frames"] == 256 and second["updates"] == 4
+    log = json.loads((tmp_path / "rl.tune.json").read_text())
+    assert [h["frames"] for h in log["history"]] == [64, 128, 192, 256]  # the history goes on where it stopped
+
+    # the tuned file is a normal weights file (the value head rides along) that play uses unchanged
+    model = load_model(out)
+    assert model.classes == ["up", "stay", "down"] and model.trained["mode"] == "stateful"
+    assert set(load_aux(out)) == {"value.weight", "value.bias"}
+    p = subprocess.run([sys.executable, "run.py", "play", "--weights", str(out), "--json", "source.max_episode_steps=200"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1])["ticks"] >= 200
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--envs", "2", "--frames", "64"], "tune needs a starting policy"),
+    (["--init", WEIGHTS, "--envs", "2", "tune.minibatches=4"], "cannot exceed tune.envs"),
+    (["--init", WEIGHTS, "--game", "synthetic:dot"], "tune needs a game source"),
+    (["--init", "nope.safetensors"], "no such weights file"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, args, message):
+    r = tune_cli(*args, "--out", str(tmp_path / "x.safetensors"), timeout=120)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    """torchrun: two learners, each stepping its own games; all-reduced gradients keep their weights identical."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    r = subprocess.run([*launch, "run.py", "tune", *SMALL, "--frames", "256", "--out", str(tmp_path / "ddp.safetensors")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["world_size"] == 2 and s["replicas_identical"] is True
+    assert s["frames"] == 256 and s["updates"] == 2  # 2 processes × 2 games × 32 steps per update
+    assert (tmp_path / "ddp.safetensors").exists()
