@@ -61,7 +61,7 @@ def test_kl_entropy_and_the_decaying_weight():
 def _tuner(tmp_path: Path, *overrides: str):
     cfg = load_config("pong", ["tune.envs=2", "tune.rollout=48", "tune.minibatches=2", "tune.threads=1",
                                "source.max_episode_steps=30", f"tune.init={WEIGHTS}", *overrides])
-    return setup(cfg, "ale:Pong", tmp_path / "t.safetensors", resume=False)
+    return setup(cfg, ["ale:Pong"], tmp_path / "t.safetensors", resume=False)
 
 
 @pytest.mark.parametrize("encoder", ["frozen", "train"])
@@ -84,7 +84,7 @@ def test_recomputed_log_probs_and_values_equal_the_rollout(tmp_path, encoder):
 
 def test_games_report_the_score_change_and_episode_ends(tmp_path):
     cfg = load_config("pong", ["source.max_episode_steps=400"])
-    games = Games("ale:Pong", cfg, ["up", "stay", "down"], [5, 6])
+    games = Games(["ale:Pong", "ale:Pong?delay=1"], cfg, ["up", "stay", "down"], [5, 6])
     try:
         rewards, ends = [], []
         for _ in range(800):
@@ -95,6 +95,7 @@ def test_games_report_the_score_change_and_episode_ends(tmp_path):
     finally:
         games.close()
     rewards, ends = np.array(rewards), np.array(ends)
+    assert games.games[0].delay == (0, 0) and games.games[1].delay == (1, 1)  # the specs taken in turn
     assert (rewards <= 0).all() and rewards.sum() < 0  # only the opponent scores
     assert ends.sum(0).tolist() == [2, 2]  # 400-step episodes end twice in 800 steps
     # each finished episode's return is the sum of the step rewards up to its end
@@ -175,6 +176,7 @@ def test_tune_runs_resumes_and_writes_weights_play_can_use(tmp_path):
     (["--envs", "2", "--frames", "64"], "tune needs a starting policy"),
     (["--init", WEIGHTS, "--envs", "2", "tune.minibatches=4"], "cannot exceed tune.envs"),
     (["--init", WEIGHTS, "--game", "synthetic:dot"], "tune needs a game source"),
+    (["--init", WEIGHTS, "--game", "ale:Pong", "ale:Breakout"], "tune plays one game"),
     (["--init", "nope.safetensors"], "no such weights file"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, args, message):

@@ -11,7 +11,8 @@ from ..learn.tune import tune
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", help="the cloned policy to start from (tune.init)")
-    p.add_argument("--game", help="game source, with fault options if wanted (default: source.spec), e.g. 'ale:Pong?delay=0-1'")
+    p.add_argument("--game", nargs="+", help="game source(s), taken in turn by the games (default: source.spec); "
+                   "fault options mix timing faults in, e.g. ale:Pong 'ale:Pong?delay=0-1&repeat=0.05'")
     p.add_argument("--envs", type=int, help="games stepped together (tune.envs)")
     p.add_argument("--frames", type=int, help="frames the agent sees in all, over every process (tune.frames)")
     p.add_argument("--out", required=True, help="weights file to write; checkpoints and snapshots go to OUT.run/, the curve beside it")
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     for key in ("init", "envs", "frames"):
         if getattr(args, key) is not None:
             setattr(cfg.tune, key, getattr(args, key))
-    summary = tune(cfg, args.game or cfg.source.spec, args.out, args.resume)
+    summary = tune(cfg, args.game or [cfg.source.spec], args.out, args.resume)
     if summary:  # rank 0
         print(json.dumps(summary) if args.json else " ".join(f"{k}={v}" for k, v in summary.items() if k != "engine"))
     return 0

@@ -65,20 +65,28 @@ class ActorCritic(nn.Module):
 
 
 class Games:
-    """K copies of one game, each waiting for its action (lockstep), seeded apart; actions are given as class ids."""
+    """K games, each waiting for its action (lockstep), seeded apart; actions are given as class ids.
 
-    def __init__(self, spec: str, cfg: Config, classes: list[str], seeds: list[int]) -> None:
-        if parse_spec(spec).kind != "ale":
-            raise UserError(f"tune needs a game source such as ale:Pong, not '{spec}'")
-        game = get_game(parse_spec(spec).target)
+    `specs` are taken in turn, so one run can mix the plain game with one whose timing is faulty
+    (`ale:Pong?delay=0-1&repeat=0.05`, see sources/ale.py).
+    """
+
+    def __init__(self, specs: list[str], cfg: Config, classes: list[str], seeds: list[int]) -> None:
+        parsed = [parse_spec(s) for s in specs]
+        for spec, p in zip(specs, parsed):
+            if p.kind != "ale":
+                raise UserError(f"tune needs a game source such as ale:Pong, not '{spec}'")
+        if len({p.target for p in parsed}) > 1:
+            raise UserError(f"tune plays one game, got {sorted({p.target for p in parsed})}")
+        game = get_game(parsed[0].target)
         missing = [c for c in classes if c not in game.actions]
         if missing:
             raise UserError(f"the policy's classes {classes} include {missing}, which {game.name} has no action for")
         self.actions = [game.actions[c] for c in classes]
         self.games: list[AleGame] = []
         try:
-            for seed in seeds:
-                g = open_source(spec, cfg.source, {"seed": seed, "sync": True})
+            for i, seed in enumerate(seeds):
+                g = open_source(specs[i % len(specs)], cfg.source, {"seed": seed, "sync": True})
                 assert isinstance(g, AleGame)
                 self.games.append(g)
         except BaseException:
@@ -318,7 +326,7 @@ def check(tc: TuneConfig) -> None:
         raise UserError("tune needs 0 < gamma <= 1, 0 <= gae_lambda <= 1, clip > 0 and lr > 0")
 
 
-def setup(cfg: Config, spec: str, out: str | Path, resume: bool) -> tuple[Tuner, Games, TickEngine]:
+def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple[Tuner, Games, TickEngine]:
     """Processes, the policy and its frozen copy, the value head, the optimizer, the games and the engine."""
     tc = cfg.tune
     check(tc)
@@ -340,7 +348,7 @@ def setup(cfg: Config, spec: str, out: str | Path, resume: bool) -> tuple[Tuner,
     resumed = resume and load_checkpoint(t)
     # each game has its own seeds (episode e of game g: seed + 10,000·g + e); after a resume they move on
     seeds = [tc.seed + 10_000 * (rank * tc.envs + i) + t.updates for i in range(tc.envs)]
-    games = Games(spec, cfg, model.classes, seeds)
+    games = Games(specs, cfg, model.classes, seeds)
     engine = TickEngine(model.eval(), tc.envs, fast_cpu=cfg.predict.fast_cpu)
     engine.prepare(*games.images.shape[1:3])
     if resumed and rank == 0:
@@ -359,12 +367,12 @@ def replicas_identical(t: Tuner) -> bool:
     return all(torch.equal(copies[0], c) for c in copies[1:])
 
 
-def tune(cfg: Config, spec: str, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Fine-tune `tune.init` in `spec` for `tune.frames` frames; weights to `out`, snapshots and checkpoints beside it.
+def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Fine-tune `tune.init` in the games `specs` (taken in turn) for `tune.frames` frames; weights to `out`, snapshots and checkpoints beside it.
 
     Returns (on rank 0) the summary: frames, wall time, frames/s of the rollouts, of the updates and overall.
     """
-    t, games, engine = setup(cfg, spec, out, resume)
+    t, games, engine = setup(cfg, specs, out, resume)
     tc, main = t.tc, t.rank == 0
     recent = deque((r for _, r in t.episodes[-20:]), maxlen=20)
     bar = tqdm(total=t.total_updates * t.frames_per_update, initial=t.frames, unit="frame", unit_scale=True,
@@ -413,7 +421,7 @@ def tune(cfg: Config, spec: str, out: str | Path, resume: bool = False, progress
                    "seconds": round(seconds, 1), "frames_per_s": round(frames_here / max(seconds, 1e-9), 1),
                    "rollout_frames_per_s": round(frames_here / t.world / max(rollout_s, 1e-9), 1),
                    "update_frames_per_s": round(frames_here / t.world / max(update_s, 1e-9), 1),
-                   "world_size": t.world, "replicas_identical": identical, "envs": tc.envs, "encoder": tc.encoder, "engine": engine.path}
+                   "games": specs, "world_size": t.world, "replicas_identical": identical, "envs": tc.envs, "encoder": tc.encoder, "engine": engine.path}
         Path(f"{t.out.with_suffix('')}.tune.json").write_text(json.dumps({**summary, "history": t.history,
                                                                           "episodes": t.episodes, "config": asdict(tc)}))
     if t.world > 1:
