@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from stream_predictor.config import load_config
+from stream_predictor.errors import UserError
 from stream_predictor.learn.ppo import clipped_policy_loss, entropy, gae, kl_divergence, kl_weight
 from stream_predictor.learn.tune import Games, collect, recompute, setup, update
-from stream_predictor.model import load_aux, load_model
+from stream_predictor.model import load_aux, load_model, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = str(ROOT / "weights" / "pong.safetensors")
@@ -80,6 +81,28 @@ def test_recomputed_log_probs_and_values_equal_the_rollout(tmp_path, encoder):
     assert (logp - ro.logp).abs().max() <= 1e-5
     assert (values - ro.values).abs().max() <= 1e-5
     assert engine.path["encoder"] == "oneDNN prepacked" or not torch.backends.mkldnn.is_available()
+
+
+def test_a_model_without_memory_decides_from_each_frame_alone(tmp_path):
+    """Weights trained on single frames (T=1) are tuned as such: every frame resets the state, in the rollout and the update."""
+    model = load_model(WEIGHTS)
+    model.trained = {"mode": "windowed", "seq_len": 1}
+    save_model(model, tmp_path / "t1.safetensors")
+    t, games, engine = _tuner(tmp_path, f"tune.init={tmp_path / 't1.safetensors'}")
+    try:
+        ro = collect(games, engine, t.ac, 48, False, t.gen, t.memory)
+    finally:
+        games.close()
+    assert not t.memory and ro.first.all()
+    with torch.no_grad():
+        logits, logp, values = recompute(t.ac, ro, slice(None), False)
+        alone = t.ac.model.head(t.ac.model.recurrent(ro.inputs.flatten(0, 1)[:, None])[0][:, 0]).view(logits.shape)
+    assert (logp - ro.logp).abs().max() <= 1e-5 and (values - ro.values).abs().max() <= 1e-5
+    assert torch.allclose(logits, alone, atol=1e-5)
+    model.trained = {"mode": "windowed", "seq_len": 16}
+    save_model(model, tmp_path / "w16.safetensors")
+    with pytest.raises(UserError, match="windows of 16 frames"):
+        _tuner(tmp_path, f"tune.init={tmp_path / 'w16.safetensors'}")
 
 
 def test_games_report_the_score_change_and_episode_ends(tmp_path):

@@ -133,8 +133,12 @@ class Rollout:
     last_value: torch.Tensor  # (K,) value of the frame after the last step
 
 
-def collect(games: Games, engine: TickEngine, ac: ActorCritic, steps: int, encode: bool, gen: torch.Generator) -> Rollout:
-    """One rollout: per tick, one engine call for all K games (CNN once per frame, LSTM stepped), a sampled class each."""
+def collect(games: Games, engine: TickEngine, ac: ActorCritic, steps: int, encode: bool, gen: torch.Generator,
+            memory: bool = True) -> Rollout:
+    """One rollout: per tick, one engine call for all K games (CNN once per frame, LSTM stepped), a sampled class each.
+
+    Without `memory` (a model trained on single frames, T=1) every frame resets the state: it decides from that frame alone.
+    """
     k = len(games.games)
     state0 = tuple(s.clone() for s in engine.state)
     inputs = torch.zeros((k, steps, *(engine.x.shape[1:] if encode else engine.features.shape[1:])))
@@ -143,8 +147,8 @@ def collect(games: Games, engine: TickEngine, ac: ActorCritic, steps: int, encod
     logp, values, rewards, dones = (torch.zeros((k, steps)) for _ in range(4))
     with torch.inference_mode():
         for t in range(steps):
-            first[:, t] = torch.from_numpy(games.first)
-            engine.submit(games.images, games.first)
+            first[:, t] = torch.from_numpy(games.first) if memory else True
+            engine.submit(games.images, first[:, t].numpy())
             inputs[:, t] = engine.x if encode else engine.features
             values[:, t] = ac.value(engine.state[0][-1]).squeeze(-1)
             log_probs = F.log_softmax(engine.logits, -1)
@@ -153,7 +157,7 @@ def collect(games: Games, engine: TickEngine, ac: ActorCritic, steps: int, encod
             r, d = games.step(actions[:, t].numpy())
             rewards[:, t], dones[:, t] = torch.from_numpy(r), torch.from_numpy(d)
         # the value of the frame after the rollout, from a copy of the state (the engine steps it for real next time)
-        state = engine.model.reset_state(tuple(s.clone() for s in engine.state), torch.from_numpy(games.first))
+        state = engine.model.reset_state(tuple(s.clone() for s in engine.state), torch.from_numpy(games.first | (not memory)))
         feats = engine.model.encode(engine.model.preprocess(games.images))
         _, (h, *_) = engine.model.step_features(feats, state)
         last_value = ac.value(h[-1]).squeeze(-1)
@@ -183,6 +187,7 @@ class Tuner:
     ref: StreamModel  # the frozen starting policy
     opt: torch.optim.Optimizer
     gen: torch.Generator
+    memory: bool = True  # False for a model trained on single frames (T=1): it decides from each frame alone
     frames: int = 0  # over all processes
     updates: int = 0
     history: list[dict] = field(default_factory=list)  # one record per update
@@ -283,7 +288,7 @@ def load_checkpoint(t: Tuner) -> bool:
 def save_policy(t: Tuner, path: Path) -> Path:
     """Playable weights: the policy as a StreamModel file, the value head beside it as `aux.value.*`."""
     model = t.ac.model
-    model.trained = {**model.trained, "mode": "stateful", "tuned": {"init": t.tc.init, "frames": t.frames}}
+    model.trained = {**model.trained, "tuned": {"init": t.tc.init, "frames": t.frames}}
     return save_model(model, path, extra={"tune": json.dumps({"frames": t.frames, "config": asdict(t.tc)})},
                       aux={f"value.{k}": v for k, v in t.ac.value.state_dict().items()})
 
@@ -334,6 +339,10 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     rank, world = _init_distributed(_device("cpu"))
     torch.manual_seed(tc.seed + rank)
     model = load_model(tc.init)
+    memory = model.trained.get("mode", "stateful") == "stateful"
+    if not memory and model.trained.get("seq_len") != 1:
+        raise UserError(f"{tc.init} decides over windows of {model.trained.get('seq_len')} frames; tune steps the LSTM "
+                        "one frame at a time, so it takes models trained statefully, or on single frames (seq_len 1)")
     ref = copy.deepcopy(model).requires_grad_(False)
     ac = ActorCritic(model)
     aux = load_aux(tc.init)
@@ -344,7 +353,7 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     params = [p for p in ac.parameters() if p.requires_grad]
     net = nn.parallel.DistributedDataParallel(ac, find_unused_parameters=True) if world > 1 else ac
     t = Tuner(cfg, tc, Path(out), rank, world, ac, net, ref, torch.optim.Adam(params, lr=tc.lr, eps=1e-5),
-              torch.Generator().manual_seed(tc.seed + rank))
+              torch.Generator().manual_seed(tc.seed + rank), memory)
     resumed = resume and load_checkpoint(t)
     # each game has its own seeds (episode e of game g: seed + 10,000·g + e); after a resume they move on
     seeds = [tc.seed + 10_000 * (rank * tc.envs + i) + t.updates for i in range(tc.envs)]
@@ -368,7 +377,9 @@ def replicas_identical(t: Tuner) -> bool:
 
 
 def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Fine-tune `tune.init` in the games `specs` (taken in turn) for `tune.frames` frames; weights to `out`, snapshots and checkpoints beside it.
+    """Fine-tune `tune.init` in the games `specs` (taken in turn) for `tune.frames` frames.
+
+    Weights go to `out`, snapshots and checkpoints beside it.
 
     Returns (on rank 0) the summary: frames, wall time, frames/s of the rollouts, of the updates and overall.
     """
@@ -382,7 +393,7 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
     try:
         while t.updates < t.total_updates:
             a = time.monotonic()
-            ro = collect(games, engine, t.ac, tc.rollout, tc.encoder == "train", t.gen)
+            ro = collect(games, engine, t.ac, tc.rollout, tc.encoder == "train", t.gen, t.memory)
             b = time.monotonic()
             t.ac.train()
             record = update(t, ro)
@@ -421,7 +432,8 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
                    "seconds": round(seconds, 1), "frames_per_s": round(frames_here / max(seconds, 1e-9), 1),
                    "rollout_frames_per_s": round(frames_here / t.world / max(rollout_s, 1e-9), 1),
                    "update_frames_per_s": round(frames_here / t.world / max(update_s, 1e-9), 1),
-                   "games": specs, "world_size": t.world, "replicas_identical": identical, "envs": tc.envs, "encoder": tc.encoder, "engine": engine.path}
+                   "games": specs, "world_size": t.world, "replicas_identical": identical, "envs": tc.envs,
+                   "memory": t.memory, "encoder": tc.encoder, "engine": engine.path}
         Path(f"{t.out.with_suffix('')}.tune.json").write_text(json.dumps({**summary, "history": t.history,
                                                                           "episodes": t.episodes, "config": asdict(tc)}))
     if t.world > 1:
