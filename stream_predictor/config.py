@@ -160,6 +160,7 @@ class ExpertConfig:
 class SinkConfig:
     host: str = "127.0.0.1"  # where udp:/tcp: sinks send or listen; localhost unless you mean otherwise
     video_fps: float = 30.0  # frame rate written by the annotated video sink
+    web_port: int = 8765  # port of the `web` sink's page (`web:PORT` names another; 0 picks a free one)
 
 
 @dataclass(slots=True)
@@ -168,6 +169,7 @@ class PlayConfig:
     episodes: int = 1  # episodes to play
     seed: int = 1000  # first episode's seed (training data uses seeds below 1000)
     mode: Literal["fast", "realtime"] = "fast"  # fast: the game waits for each decision (deterministic); realtime: native pace
+    video: str = ""  # write the annotated game to this video file ("": none)
 
 
 @dataclass(slots=True)

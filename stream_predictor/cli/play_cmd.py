@@ -28,13 +28,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--logs", metavar="DIR", help="with --via desktop: keep the game's and the agent's logs here")
     p.add_argument("--record", metavar="DIR", help="record what the agent saw, with its decisions as labels (replay with eval)")
     p.add_argument("--expert", action="store_true", help="let the RAM expert play instead (the reference score)")
+    p.add_argument("--sink", action="append", default=[], metavar="SPEC",
+                   help="more places for the ticks (repeatable), as for predict: web or web:PORT (a live page), jsonl:PATH, …")
+    p.add_argument("--video", metavar="PATH", help="write the annotated game to this video file (default: play.video)")
     p.add_argument("--json", action="store_true", help="last stdout line is the result as JSON")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     pc = cfg.play
-    if args.via == "desktop" and (args.record or args.expert or args.mode):
-        raise UserError("play --via desktop takes neither --record, --expert nor --mode (the game in its window sets the pace)")
+    if args.via == "desktop" and (args.record or args.expert or args.mode or args.sink or args.video):
+        raise UserError("play --via desktop takes none of --record, --expert, --mode, --sink, --video "
+                        "(the game in its window sets the pace)")
     spec, episodes, mode = args.source or cfg.source.spec, args.episodes or pc.episodes, args.mode or pc.mode
     seed = pc.seed if args.seed is None else args.seed
     if args.expert:
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.via == "desktop":
         result = play_desktop(model, cfg, spec, episodes, seed, args.private_display, args.logs, not args.fixed_phase)
     else:
-        result = play(model, cfg, spec, episodes, seed, mode, cfg.predict.print_every, args.record)
+        result = play(model, cfg, spec, episodes, seed, mode, cfg.predict.print_every, args.record, args.sink,
+                      args.video or pc.video or None)
     if args.json:
         print(json.dumps(result))
     else:
@@ -57,6 +62,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
               f"{result['ticks']} ticks ({result['mode']} mode, {result['predict_mode']} model)")
         if "timing" in result:
             print(f"timing: {json.dumps(result['timing'])}")
+        if "video" in result:
+            print(f"video: {result['video']}")
     return 0
 
 

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write ticks here as JSON lines ('-': stdout; the default when no --sink is given)")
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",
                    help="more places for the ticks (repeatable): jsonl:PATH, csv:PATH, udp:PORT, tcp:PORT, video:PATH, "
-                        "preview, keys (presses keys; see keys.* config, keys.dry_run=true prints them)")
+                        "preview, keys (presses keys; see keys.* config, keys.dry_run=true prints them), web or web:PORT (a live page)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many captured frames (0: the whole stream)")
     p.add_argument("--json", action="store_true", help="last stdout line is the summary as JSON")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 
 from ..config import Config
 from ..errors import UserError
@@ -17,7 +18,9 @@ from ..model import StreamModel
 from ..runtime.agent import Agent, ModelAgent
 from ..runtime.predictor import Predictor
 from ..runtime.tick import CallbackSink, Sink
+from ..sinks import open_sinks
 from ..sinks.session import SessionSink
+from ..sinks.video import VideoSink
 from ..sources import open_source, parse_spec
 from ..sources.ale import AleGame
 from .agents import ActionSink, ExpertAgent
@@ -42,13 +45,21 @@ def mean_and_sem(scores: list[float]) -> tuple[float | None, float | None]:
 
 
 def play(player: StreamModel | str, cfg: Config, spec: str, episodes: int, seed: int, mode: str = "fast",
-         print_every: int = 0, record: str | None = None) -> dict:
-    """Play `episodes` episodes from `seed` with a model (deciding as `predict.*` says) or "expert" (the RAM expert)."""
+         print_every: int = 0, record: str | None = None, sink_specs: Sequence[str] = (), video: str | None = None) -> dict:
+    """Play `episodes` episodes from `seed` with a model (deciding as `predict.*` says) or "expert" (the RAM expert).
+
+    `sink_specs` add sinks (`web`, `jsonl:PATH`, …); `video` writes the annotated game to that file.
+    """
     game = open_game(spec, cfg, seed, mode)
     try:
         agent: Agent = ExpertAgent(game, cfg.expert) if isinstance(player, str) else ModelAgent.from_config(player, cfg.predict)
         sinks: list[Sink] = [ActionSink(game, agent.classes, episodes)]
+        sinks += open_sinks(sink_specs, agent.classes, cfg)
+        if video:
+            sinks.append(VideoSink(video, agent.classes, game.fps))  # at the game's own pace
     except BaseException:
+        for sink in sinks[1:]:
+            sink.close()
         game.close()
         raise
     if print_every:
@@ -68,7 +79,8 @@ def play(player: StreamModel | str, cfg: Config, spec: str, episodes: int, seed:
             "sem": sem, "agent": summary["agent"], "predict_mode": summary["mode"], "ticks": summary["ticks"],
             "latency_ms_p50": summary["latency_ms_p50"], "latency_ms_p99": summary["latency_ms_p99"],
             "skipped": summary["skipped"], "model_ms_p50": summary["model_ms_p50"], "fps": summary["fps"],
-            **({"engine": summary["engine"]} if "engine" in summary else {})}
+            **({"engine": summary["engine"]} if "engine" in summary else {}), **({"video": video} if video else {}),
+            **({"web": summary["web"]} if "web" in summary else {})}
 
 
 def play_expert(cfg: Config, spec: str, episodes: int, seed: int, mode: str = "fast") -> dict:

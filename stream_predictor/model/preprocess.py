@@ -52,6 +52,13 @@ class Preprocess(nn.Module):
         """(B, C, h, w) pixel values 0..255 (uint8 or float) → float32 normalized with mean and std."""
         return (pixels.float() / 255.0 - self.mean) / self.std
 
+    def view(self, image: np.ndarray) -> np.ndarray:
+        """One BGR uint8 (H, W, 3) frame as the model sees it: (h, w, 3) BGR uint8 after crop, grayscale and resize."""
+        with torch.inference_mode():
+            pixels = self.to_pixels(torch.from_numpy(np.ascontiguousarray(image))[None])[0].to(torch.uint8)
+        out = pixels.permute(1, 2, 0).numpy()
+        return np.repeat(out, 3, axis=2) if self.grayscale else np.ascontiguousarray(out[:, :, ::-1])
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """BGR uint8 (B, H, W, 3) → float32 (B, C, h, w)."""
         return self.normalize(self.to_pixels(frames))

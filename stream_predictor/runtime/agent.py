@@ -30,6 +30,7 @@ class Agent:
 
     classes: list[str]
     kind: str = "agent"  # a short name for summaries: stateful, windowed, expert
+    model: StreamModel | None = None  # the network that decides, if any (its preprocessing shows what it sees)
 
     def decide(self, image: np.ndarray, first: bool) -> Decision:
         """The decision on this BGR uint8 (H, W, 3) frame; `first` starts a new episode (memory is cleared)."""

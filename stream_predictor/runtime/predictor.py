@@ -66,6 +66,9 @@ class Predictor:
         c = self.cfg.source
         self.capture = CaptureThread(self.source, ring_size, replay, max_frames, c.reconnect_max, c.reconnect_backoff_s)
         self.stats = PredictorStats()
+        view = self.agent.model.preproc.view if self.agent.model is not None else None
+        for sink in self.sinks:
+            sink.attach(view, lambda: {"reconnects": self.capture.stats.reconnects, **self.source.status()})
         self.error: BaseException | None = None
         self._sinks_closed = False
         self._stop = threading.Event()

@@ -50,6 +50,9 @@ class Sink:
     - `needs_frames`: the ticks must carry the frame (`Tick.image`), e.g. to draw or record it.
     - `finished`: set it to end the run; the Predictor checks it after every tick (a game's episodes
       are over, a preview window was closed). A sink never holds the Predictor.
+    - `attach(view, status)`: called by the Predictor before the first tick, with `view(image)` (the frame
+      as the model sees it, after crop and resize; None for an agent without a model) and `status()` (the
+      run's live figures: reconnects, a game's score).
     - `summary()`: figures merged into the run's summary.
     - `close()`: called once on every exit path.
     """
@@ -59,6 +62,9 @@ class Sink:
 
     def __call__(self, tick: Tick) -> None:
         raise NotImplementedError
+
+    def attach(self, view: Callable[[np.ndarray], np.ndarray] | None, status: Callable[[], dict]) -> None:
+        pass
 
     def summary(self) -> dict:
         return {}

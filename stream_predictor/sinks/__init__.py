@@ -3,7 +3,8 @@
 `open_sinks(specs, classes, cfg)` builds them from specs:
 `-` / `jsonl:PATH` / `PATH.jsonl` (JSON lines), `csv:PATH` / `PATH.csv`, `udp:PORT`, `tcp:PORT` (host from
 `sink.host`, 127.0.0.1 by default; `udp://HOST:PORT` names one), `video:PATH` / `PATH.mp4|.avi` (annotated),
-`preview` (a window), `keys` (key presses, see `keys.*` config).
+`preview` (a window), `keys` (key presses, see `keys.*` config), `web` / `web:PORT` (a live page, `sink.web_port`
+by default; port 0 picks a free one).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def open_sink(spec: str, classes: list[str], cfg: Config) -> Sink:
     kind, sep, rest = spec.partition(":")
     if spec in ("-", "jsonl"):
         return JsonlSink(None)
-    if spec in ("preview", "keys"):
+    if spec in ("preview", "keys", "web"):
         kind, rest = spec, ""
     elif not sep or len(kind) == 1:  # a bare path (or C:\…): by extension
         kind, rest = {".csv": "csv", ".mp4": "video", ".avi": "video"}.get(spec[spec.rfind("."):].lower(), "jsonl"), spec
@@ -54,7 +55,13 @@ def open_sink(spec: str, classes: list[str], cfg: Config) -> Sink:
         from .keys import KeySink
 
         return KeySink(classes, cfg.keys)
-    raise UserError(f"unknown sink '{spec}'; known: -, jsonl:PATH, csv:PATH, udp:PORT, tcp:PORT, video:PATH, preview, keys")
+    if kind == "web":
+        from .web import WebSink
+
+        if rest and not (rest.isdigit() and int(rest) < 65536):
+            raise UserError(f"sink '{spec}': expected web or web:PORT, e.g. web:8765")
+        return WebSink(classes, cfg.sink.host, int(rest) if rest else cfg.sink.web_port)
+    raise UserError(f"unknown sink '{spec}'; known: -, jsonl:PATH, csv:PATH, udp:PORT, tcp:PORT, video:PATH, preview, keys, web")
 
 
 def open_sinks(specs: list[str], classes: list[str], cfg: Config) -> list[Sink]:

@@ -169,6 +169,9 @@ class AleGame(Source):
     def summary(self) -> dict:
         return {"episode_returns": list(self.episode_returns)}
 
+    def status(self) -> dict:
+        return {"score": self.episode_return, "episode": self._episode, "episode_returns": list(self.episode_returns)}
+
     def interrupt(self) -> None:
         with self._cond:
             self._closed = True

@@ -58,6 +58,10 @@ class Source:
         """Figures of the source's own for a run's summary (e.g. files it could not read)."""
         return {}
 
+    def status(self) -> dict:
+        """Live figures of the source's own, read from another thread while it runs (e.g. a game's score)."""
+        return {}
+
     def close(self) -> None:
         pass
 
