@@ -109,6 +109,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA
     cache_dir: str = ".cache/frames"  # preprocessed frames, keyed by session and preprocessing
     threads: int = 0  # torch threads for training (0: torch's default)
+    tensorboard: bool = True  # also log to OUT.tb/ for TensorBoard, when the tensorboard package is installed
 
 
 @dataclass(slots=True)
@@ -135,6 +136,7 @@ class TuneConfig:
     seed: int = 100_000  # game i of process r starts at seed + 10,000·(r·envs + i); evaluation seeds stay below
     save_every: int = 250_000  # frames between snapshots kept for choosing (and checkpoints for --resume)
     threads: int = 2  # torch threads
+    tensorboard: bool = True  # also log to OUT.tb/ for TensorBoard, when the tensorboard package is installed
 
 
 @dataclass(slots=True)

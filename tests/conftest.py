@@ -22,6 +22,16 @@ def sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def board_tags(log_dir: Path) -> dict[str, list[str]]:
+    """What a TensorBoard log directory holds: {"scalars": [...tags], "images": [...tags]}, read with tensorboard itself."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    tags = acc.Tags()
+    return {"scalars": tags["scalars"], "images": tags["images"]}
+
+
 def write_video(path: Path, frames: int = 60, size: tuple[int, int] = (160, 120), fps: float = 30.0) -> Path:
     """Encode `frames` synthetic frames (W, H = size) with cv2.VideoWriter (MJPG in .avi)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)

@@ -16,7 +16,7 @@ from stream_predictor.learn.train import train
 from stream_predictor.model import load_model
 from stream_predictor.model.preprocess import Preprocess
 
-from conftest import ROOT
+from conftest import ROOT, board_tags
 
 TINY = ["model.input_size=[48,64]", "model.hidden=64", "model.feature_dim=128", "train.lr=1e-3", "train.threads=2",
         "train.epochs=1000", "train.windows_per_epoch=1600"]
@@ -55,6 +55,9 @@ def test_stateful_training_outputs_and_eval_through_the_predictor(motion, tmp_pa
     metrics = train(cfg, [str(motion / "a")], out, val_dirs=[str(motion / "b")], progress=False)
     for suffix in (".metrics.json", ".curves.png", ".confusion.png"):
         assert out.with_suffix("").with_name("w" + suffix).exists()
+    tags = board_tags(tmp_path / "w.tb")  # the same run, for TensorBoard
+    assert {"epoch/train_loss", "epoch/val_accuracy", "epoch/lr", "epoch/frames_per_s", "step/loss"} <= set(tags["scalars"])
+    assert tags["images"] == ["confusion"]
     saved = json.loads((tmp_path / "w.metrics.json").read_text())
     assert saved["steps"] == 200 and saved["mode"] == "stateful" and saved["frames_per_s"] > 0
     model = load_model(out)

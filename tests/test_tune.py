@@ -19,6 +19,8 @@ from stream_predictor.learn.ppo import clipped_policy_loss, entropy, gae, kl_div
 from stream_predictor.learn.tune import Games, collect, recompute, setup, update
 from stream_predictor.model import load_aux, load_model, save_model
 
+from conftest import board_tags
+
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = str(ROOT / "weights" / "pong.safetensors")
 
@@ -176,6 +178,8 @@ def test_tune_runs_resumes_and_writes_weights_play_can_use(tmp_path):
     run_dir = tmp_path / "rl.run"
     assert (run_dir / "checkpoint.safetensors").exists() and (run_dir / "frames_000000128.safetensors").exists()
     assert (tmp_path / "rl.curve.png").stat().st_size > 5000 and (tmp_path / "rl.tune.json").exists()
+    tags = board_tags(tmp_path / "rl.tb")["scalars"]
+    assert {"tune/episode_return", "tune/kl_start", "tune/entropy", "tune/value_loss", "tune/approx_kl"} <= set(tags)
 
     r = tune_cli(*SMALL, "--frames", "256", "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr[-3000:]

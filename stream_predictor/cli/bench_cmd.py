@@ -81,8 +81,13 @@ def _train(args, encoders, windows, targets, cfg):
     return "training throughput, nature_cnn 84x84 + LSTM 256", rows
 
 
+def _web(args, encoders, windows, targets, cfg):
+    return "the web sink's cost on decision latency, 60 fps synthetic source, nature_cnn 84x84 + LSTM 256", \
+        bench.web_cost(bench.default_bench_model("nature_cnn"), repeats=args.repeats)
+
+
 PARTS = {"per_tick": _per_tick, "threads": _threads, "streams": _streams, "parity": _parity, "capture": _capture,
-         "sources": _sources, "latency": _latency, "train": _train}
+         "sources": _sources, "latency": _latency, "train": _train, "web": _web}
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from ..config import Config
 from ..errors import UserError
 from ..model import StreamModel, build_model, load_model, save_model
 from ..model.preprocess import Preprocess
+from .board import log_png, log_scalars, open_board
 from .data import Data, LaneSampler, WindowSampler, load_data, split_sessions
 from .metrics import confusion, plot_confusion, plot_curves, scores
 from .offline import offline_logits
@@ -167,6 +169,7 @@ class Run:
     best_state: dict | None = None
     history: list[dict] = field(default_factory=list)
     frames_seen: int = 0
+    board: Any = None  # a TensorBoard writer (rank 0, when installed)
 
     @property
     def is_main(self) -> bool:
@@ -287,6 +290,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
         correct += float(((logits.argmax(-1) == y).float() * w).sum())
         count += float(w.sum())
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / max(count, 1):.3f}")
+        if run.step % 10 == 0:
+            log_scalars(run.board, {"loss": loss.item(), "lr": run.opt.param_groups[0]["lr"]}, run.step, "step/")
     bar.close()
     elapsed = time.monotonic() - t0
     run.frames_seen += frames * run.world
@@ -304,6 +309,7 @@ def end_epoch(run: Run, epoch: int, record: dict) -> None:
     else:
         metric = record["train_accuracy"]
     run.history.append(record)
+    log_scalars(run.board, record, run.step, "epoch/")
     if metric >= run.best:
         run.best, run.best_state = metric, {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -333,6 +339,9 @@ def finish(run: Run, seconds: float) -> dict:
         plot_curves(run.history, f"{stem}.curves.png")
     plot_confusion(np.array(final["confusion"]), run.train_data.classes, f"{stem}.confusion.png",
                    title=f"{'validation' if run.val_data is not None else 'training'} ({tc.mode})")
+    log_png(run.board, "confusion", f"{stem}.confusion.png", run.step)
+    if run.board is not None:
+        run.board.close()
     return metrics
 
 
@@ -344,6 +353,8 @@ def train(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str
     run = setup(cfg, data_dirs, out, val_dirs, progress)
     if resume:
         resume_from_checkpoint(run)
+    if run.is_main:
+        run.board = open_board(cfg.train.tensorboard, run.out)
     for epoch in range(run.start_epoch, cfg.train.epochs):
         if run.done:
             break

@@ -43,6 +43,7 @@ from ..model.stream_model import State
 from ..runtime.engine import TickEngine
 from ..sources import open_source, parse_spec
 from ..sources.ale import AleGame
+from .board import log_scalars, open_board
 from .metrics import _plt
 from .ppo import clipped_policy_loss, entropy, gae, kl_divergence, kl_weight
 from .train import _device, _init_distributed
@@ -390,6 +391,7 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
                disable=not (progress and main), desc="tune")
     t0, rollout_s, update_s, frames_here = time.monotonic(), 0.0, 0.0, 0
     next_save = (t.frames // tc.save_every + 1) * tc.save_every
+    board = open_board(tc.tensorboard, t.out) if main else None
     try:
         while t.updates < t.total_updates:
             a = time.monotonic()
@@ -404,12 +406,16 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
             t.updates += 1
             t.frames += t.frames_per_update
             frames_here += t.frames_per_update
-            for r in games.finished_returns():
+            recent_new = games.finished_returns()
+            for r in recent_new:
                 t.episodes.append((t.frames, r))
                 recent.append(r)
             record.update(frames=t.frames, update=t.updates, return_20=float(np.mean(recent)) if recent else None,
                           rollout_s=round(b - a, 3), update_s=round(c - b, 3))
             t.history.append(record)
+            log_scalars(board, record, t.frames, "tune/")
+            for frames, r in t.episodes[len(t.episodes) - len(recent_new):]:
+                log_scalars(board, {"episode_return": r}, frames, "tune/")
             bar.update(t.frames_per_update)
             bar.set_postfix_str(f"{frames_here / (c - t0):.0f} frame/s, return(20) "
                                 f"{'-' if not recent else f'{np.mean(recent):+.1f}'}, KL {record['kl_start']:.3f}"
@@ -422,6 +428,8 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
     finally:
         bar.close()
         games.close()
+        if board is not None:
+            board.close()
     seconds = time.monotonic() - t0
     summary = {}
     identical = replicas_identical(t)

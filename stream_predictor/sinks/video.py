@@ -39,20 +39,28 @@ def annotate(tick: Tick, classes: list[str], scale: int = 1) -> np.ndarray:
 
 
 class VideoSink(Sink):
-    """Writes annotated frames to a video file (.mp4 → mp4v, .avi → MJPG)."""
+    """Writes annotated frames to a video file (.mp4 → mp4v, .avi → MJPG), or an animated GIF (.gif, up to `gif_frames`
+    frames, written by Pillow when the run ends: for short clips in READMEs)."""
 
     needs_frames = True
 
-    def __init__(self, path: str | Path, classes: list[str], fps: float = 30.0) -> None:
+    def __init__(self, path: str | Path, classes: list[str], fps: float = 30.0, gif_frames: int = 600) -> None:
         self.path, self.classes, self.fps = Path(path), classes, fps
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.writer: cv2.VideoWriter | None = None
         self.frames = 0
+        self.gif: list[np.ndarray] | None = [] if self.path.suffix.lower() == ".gif" else None
+        self.gif_frames = gif_frames
 
     def __call__(self, tick: Tick) -> None:
         if tick.image is None or tick.stale:
             return
         frame = annotate(tick, self.classes)
+        if self.gif is not None:
+            if len(self.gif) < self.gif_frames:
+                self.gif.append(frame[:, :, ::-1].copy())  # RGB for Pillow
+                self.frames += 1
+            return
         if self.writer is None:
             fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
             self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
@@ -64,6 +72,13 @@ class VideoSink(Sink):
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
+        if self.gif:
+            from PIL import Image
+
+            images = [Image.fromarray(f).quantize(64) for f in self.gif]
+            images[0].save(self.path, save_all=True, append_images=images[1:], duration=round(1000 / self.fps), loop=0,
+                           optimize=True)
+            self.gif = []
 
 
 class PreviewSink(Sink):

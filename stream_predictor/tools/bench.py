@@ -8,6 +8,7 @@
 - capture: CaptureThread lockstep throughput against a plain cv2 read loop on the same file.
 - latency: the Predictor's capture → decision latency on a live synthetic source.
 - sources: frames per second of the ALE source and of screen capture (when a display exists).
+- web: decision latency without the web sink, with it, and with 5 viewers of which one never reads.
 """
 
 from __future__ import annotations
@@ -253,3 +254,57 @@ def default_bench_model(encoder: str = "nature_cnn") -> StreamModel:
     gray = encoder in ("nature_cnn", "alexnet")
     return build_model(ModelConfig(encoder=encoder, input_size=size, grayscale=gray, hidden=256,
                                    mean=[0.5] if gray else [0.485, 0.456, 0.406], std=[0.5] if gray else [0.229, 0.224, 0.225]))
+
+
+def web_cost(model: StreamModel, fps: float = 60.0, frames: int = 900, repeats: int = 3) -> list[dict]:
+    """Decision latency on a live synthetic source without the web sink, with it and no viewer, and with 5 viewers of which
+    one never reads (2 read the SSE ticks, 2 the MJPEG frames); the settings interleaved, medians over `repeats`."""
+    import socket
+    import threading
+    import urllib.request
+
+    from ..sinks.web import WebSink
+
+    def viewers(url: str) -> list[socket.socket]:
+        stalled = socket.create_connection(url.removeprefix("http://").rstrip("/").split(":"))
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # never read
+
+        def read(path: str) -> None:
+            try:
+                with urllib.request.urlopen(url + path, timeout=30) as r:
+                    while r.read(65536):
+                        pass
+            except OSError:
+                pass
+
+        for path in ("ticks", "ticks", "stream.mjpg", "stream.mjpg"):
+            threading.Thread(target=read, args=(path,), daemon=True).start()
+        return [stalled]
+
+    spec = f"synthetic:bounce?fps={fps}&frames={frames}&width=320&height=240"
+    runs: dict[str, list[dict]] = {"no web sink": [], "web sink, no viewer": [], "web sink, 5 viewers (1 never reads)": []}
+    for _ in range(repeats):
+        for name in runs:
+            sinks, held = [], []
+            if name != "no web sink":
+                sink = WebSink(model.classes, port=0)
+                sinks.append(sink)
+                if "5 viewers" in name:
+                    held = viewers(sink.url)
+                    time.sleep(0.3)  # the viewers connect
+            with Predictor(model, spec, replay="realtime", ring_size=8, sinks=sinks) as p:
+                p.run()
+            for s in held:
+                s.close()
+            runs[name].append(p.summary())
+    base = statistics.median(s["latency_ms_p50"] for s in runs["no web sink"])
+    base99 = statistics.median(s["latency_ms_p99"] for s in runs["no web sink"])
+    rows = []
+    for name, summaries in runs.items():
+        p50 = statistics.median(s["latency_ms_p50"] for s in summaries)
+        p99 = statistics.median(s["latency_ms_p99"] for s in summaries)
+        rows.append({"setting": name, "latency_ms_p50": p50, "latency_ms_p99": p99, "p50_ratio": round(p50 / base, 2),
+                     "p99_ratio": round(p99 / base99, 2), "skipped": statistics.median(s["skipped"] for s in summaries),
+                     "sent": statistics.median(s.get("web", {}).get("sent", 0) for s in summaries)})
+    return rows
