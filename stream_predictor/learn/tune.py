@@ -106,11 +106,11 @@ class Games:
             self.images[i], self.first[i], rewards[i] = f.image, f.first, g.reward
         return rewards, self.first.copy()
 
-    def finished_returns(self) -> list[float]:
-        """Returns of the episodes finished since the last call."""
+    def finished_returns(self) -> list[tuple[int, float]]:
+        """(game index, return) of the episodes finished since the last call."""
         out = []
-        for g in self.games:
-            out += g.episode_returns
+        for i, g in enumerate(self.games):
+            out += [(i, r) for r in g.episode_returns]
             g.episode_returns.clear()
         return out
 
@@ -192,7 +192,7 @@ class Tuner:
     frames: int = 0  # over all processes
     updates: int = 0
     history: list[dict] = field(default_factory=list)  # one record per update
-    episodes: list[tuple[int, float]] = field(default_factory=list)  # (frames when it ended, return)
+    episodes: list[tuple] = field(default_factory=list)  # (frames when it ended, return, game index)
 
     @property
     def run_dir(self) -> Path:
@@ -299,7 +299,7 @@ def plot_returns(t: Tuner, path: Path) -> Path:
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
     if t.episodes:
-        x, y = np.array(t.episodes).T
+        x, y = np.array([e[:2] for e in t.episodes]).T
         a.plot(x, y, ".", alpha=0.35, label="episode")
         a.plot(x, [np.mean(y[max(0, i - 19): i + 1]) for i in range(len(y))], label="mean of last 20")
         a.legend()
@@ -386,7 +386,7 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
     """
     t, games, engine = setup(cfg, specs, out, resume)
     tc, main = t.tc, t.rank == 0
-    recent = deque((r for _, r in t.episodes[-20:]), maxlen=20)
+    recent = deque((e[1] for e in t.episodes[-20:]), maxlen=20)
     bar = tqdm(total=t.total_updates * t.frames_per_update, initial=t.frames, unit="frame", unit_scale=True,
                disable=not (progress and main), desc="tune")
     t0, rollout_s, update_s, frames_here = time.monotonic(), 0.0, 0.0, 0
@@ -407,14 +407,14 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
             t.frames += t.frames_per_update
             frames_here += t.frames_per_update
             recent_new = games.finished_returns()
-            for r in recent_new:
-                t.episodes.append((t.frames, r))
+            for game, r in recent_new:
+                t.episodes.append((t.frames, r, game))
                 recent.append(r)
             record.update(frames=t.frames, update=t.updates, return_20=float(np.mean(recent)) if recent else None,
                           rollout_s=round(b - a, 3), update_s=round(c - b, 3))
             t.history.append(record)
             log_scalars(board, record, t.frames, "tune/")
-            for frames, r in t.episodes[len(t.episodes) - len(recent_new):]:
+            for frames, r, _ in t.episodes[len(t.episodes) - len(recent_new):]:
                 log_scalars(board, {"episode_return": r}, frames, "tune/")
             bar.update(t.frames_per_update)
             bar.set_postfix_str(f"{frames_here / (c - t0):.0f} frame/s, return(20) "
