@@ -24,7 +24,7 @@ def open_board(enabled: bool, out: Path) -> Any | None:
         print("note: tensorboard is not installed, so no TensorBoard log (pip install tensorboard); PNG curves are written",
               file=sys.stderr)
         return None
-    return SummaryWriter(str(out.with_suffix("").with_name(out.stem + ".tb")))
+    return SummaryWriter(str(out.with_suffix("").with_name(out.stem + ".tb")))  # beside the weights
 
 
 def log_scalars(board: Any | None, values: dict, step: int, prefix: str = "") -> None:

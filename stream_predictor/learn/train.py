@@ -111,27 +111,37 @@ def evaluate_offline(model: StreamModel, data: Data, mode: str, window: int) -> 
     return out
 
 
+def beside(out: Path, suffix: str) -> Path:
+    """A file or folder next to the weights file `out`: runs/w.safetensors → runs/w.run, runs/w.tb, …"""
+    return out.with_suffix("").with_name(out.stem + suffix)
+
+
 # --- checkpoints (safetensors, no pickle) -----------------------------------------------------------
-def save_checkpoint(path: Path, model: StreamModel, opt: torch.optim.Optimizer, meta: dict) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict, prefix: str = "model.",
+                    meta_key: str = "checkpoint") -> None:
+    """Module weights (under `prefix`), the optimizer's state and `meta` (JSON) in one safetensors file, written atomically."""
+    tensors = {f"{prefix}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
     for pid, st in opt_state["state"].items():
         for key, value in st.items():
             tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     meta = {**meta, "param_groups": opt_state["param_groups"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"checkpoint": json.dumps(meta)})
+    save_file(tensors, str(tmp), metadata={meta_key: json.dumps(meta)})
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, model: StreamModel, opt: torch.optim.Optimizer) -> dict:
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, prefix: str = "model.",
+                    meta_key: str = "checkpoint") -> dict:
+    """What `save_checkpoint` wrote: the weights and the optimizer state restored in place; returns `meta`."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["checkpoint"])
+            meta = json.loads(f.metadata()[meta_key])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise UserError(f"cannot resume from {path}: {e}") from None
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -177,8 +187,7 @@ class Run:
 
     @property
     def run_dir(self) -> Path:
-        stem = self.out.with_suffix("")
-        return stem.parent / f"{stem.name}.run"
+        return beside(self.out, ".run")
 
     @property
     def done(self) -> bool:

@@ -30,8 +30,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -46,7 +44,7 @@ from ..sources.ale import AleGame
 from .board import log_scalars, open_board
 from .metrics import _plt
 from .ppo import clipped_policy_loss, entropy, gae, kl_divergence, kl_weight
-from .train import _device, _init_distributed
+from .train import _device, _init_distributed, beside, load_checkpoint, save_checkpoint
 
 
 class ActorCritic(nn.Module):
@@ -196,8 +194,7 @@ class Tuner:
 
     @property
     def run_dir(self) -> Path:
-        stem = self.out.with_suffix("")
-        return stem.parent / f"{stem.name}.run"
+        return beside(self.out, ".run")
 
     @property
     def frames_per_update(self) -> int:
@@ -248,39 +245,22 @@ def update(t: Tuner, ro: Rollout) -> dict:
 
 
 # --- checkpoints (safetensors, no pickle) and snapshots ----------------------------------------------------
-def save_checkpoint(t: Tuner) -> None:
-    tensors = {f"ac.{k}": v.detach().cpu().contiguous() for k, v in t.ac.state_dict().items()}
-    opt = t.opt.state_dict()
-    for pid, st in opt["state"].items():
-        for key, value in st.items():
-            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    meta = {"frames": t.frames, "updates": t.updates, "history": t.history, "episodes": t.episodes,
-            "param_groups": opt["param_groups"], "init": t.tc.init, "world": t.world, "envs": t.tc.envs}
-    t.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = t.run_dir / "checkpoint.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"tune_checkpoint": json.dumps(meta)})
-    tmp.replace(t.run_dir / "checkpoint.safetensors")
+CKPT = {"prefix": "ac.", "meta_key": "tune_checkpoint"}
 
 
-def load_checkpoint(t: Tuner) -> bool:
+def save_tuner(t: Tuner) -> None:
+    meta = {"frames": t.frames, "updates": t.updates, "history": t.history, "episodes": t.episodes, "init": t.tc.init,
+            "world": t.world, "envs": t.tc.envs}
+    save_checkpoint(t.run_dir / "checkpoint.safetensors", t.ac, t.opt, meta, **CKPT)
+
+
+def load_tuner(t: Tuner) -> bool:
     path = t.run_dir / "checkpoint.safetensors"
     if not path.exists():
         return False
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["tune_checkpoint"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise UserError(f"cannot resume from {path}: {e}") from None
+    meta = load_checkpoint(path, t.ac, t.opt, **CKPT)
     if (meta["world"], meta["envs"]) != (t.world, t.tc.envs):
         raise UserError(f"{path} was written by {meta['world']} process(es) × {meta['envs']} games; resume with the same")
-    t.ac.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("ac.")})
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, key = k.split(".", 2)
-            state.setdefault(int(pid), {})[key] = v
-    t.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     t.frames, t.updates, t.history = meta["frames"], meta["updates"], meta["history"]
     t.episodes = [tuple(e) for e in meta["episodes"]]
     return True
@@ -355,7 +335,7 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     net = nn.parallel.DistributedDataParallel(ac, find_unused_parameters=True) if world > 1 else ac
     t = Tuner(cfg, tc, Path(out), rank, world, ac, net, ref, torch.optim.Adam(params, lr=tc.lr, eps=1e-5),
               torch.Generator().manual_seed(tc.seed + rank), memory)
-    resumed = resume and load_checkpoint(t)
+    resumed = resume and load_tuner(t)
     # each game has its own seeds (episode e of game g: seed + 10,000·g + e); after a resume they move on
     seeds = [tc.seed + 10_000 * (rank * tc.envs + i) + t.updates for i in range(tc.envs)]
     games = Games(specs, cfg, model.classes, seeds)
@@ -421,9 +401,9 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
                                 f"{'-' if not recent else f'{np.mean(recent):+.1f}'}, KL {record['kl_start']:.3f}"
                                 f"{' (value only)' if record['value_only'] else ''}")
             if main and (t.frames >= next_save or t.updates == t.total_updates):
-                save_checkpoint(t)
+                save_tuner(t)
                 save_policy(t, t.run_dir / f"frames_{t.frames:09d}.safetensors")
-                plot_returns(t, t.out.with_suffix("").with_name(t.out.stem + ".curve.png"))
+                plot_returns(t, beside(t.out, ".curve.png"))
                 next_save = (t.frames // tc.save_every + 1) * tc.save_every
     finally:
         bar.close()
@@ -442,7 +422,7 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
                    "update_frames_per_s": round(frames_here / t.world / max(update_s, 1e-9), 1),
                    "games": specs, "world_size": t.world, "replicas_identical": identical, "envs": tc.envs,
                    "memory": t.memory, "encoder": tc.encoder, "engine": engine.path}
-        Path(f"{t.out.with_suffix('')}.tune.json").write_text(json.dumps({**summary, "history": t.history,
+        beside(t.out, ".tune.json").write_text(json.dumps({**summary, "history": t.history,
                                                                           "episodes": t.episodes, "config": asdict(tc)}))
     if t.world > 1:
         dist.barrier()
