@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -261,3 +262,25 @@ def test_expert_looks_ahead_over_an_action_delay():
     expert = play_expert(cfg, spec, episodes=1, seed=1000)
     idle = play(biased_model("stay"), cfg, spec, episodes=1, seed=1000, mode="fast")
     assert expert["scores"][0] >= idle["scores"][0] + 6, (expert["scores"], idle["scores"])
+
+
+def test_the_default_job_leaves_a_video_and_play_writes_gifs(tmp_path):
+    """`python run.py` writes the annotated game to runs/default/pong.mp4 and says so; a .gif path gives an animated GIF."""
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "source.max_episode_steps=120", "predict.print_every=0"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "video: runs/default/pong.mp4" in r.stdout
+    cap = cv2.VideoCapture(str(tmp_path / "runs" / "default" / "pong.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 121 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(15.0)  # every step, at the game's own pace
+    gif = tmp_path / "clip.gif"
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "play", "--video", str(gif), "source.max_episode_steps=40",
+                        "predict.print_every=0", "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["video"] == str(gif)
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.n_frames == 41 and im.size[1] == 210 and im.info["duration"] == 70

@@ -75,8 +75,8 @@ class VideoSink(Sink):
         if self.gif:
             from PIL import Image
 
-            images = [Image.fromarray(f).quantize(64) for f in self.gif]
-            images[0].save(self.path, save_all=True, append_images=images[1:], duration=round(1000 / self.fps), loop=0,
+            images = [Image.fromarray(f).quantize(64) for f in self.gif]  # a GIF times its frames in 1/100 s
+            images[0].save(self.path, save_all=True, append_images=images[1:], duration=10 * round(100 / self.fps), loop=0,
                            optimize=True)
             self.gif = []
 
