@@ -22,7 +22,7 @@ from stream_predictor.model import load_aux, load_model, save_model
 from conftest import board_tags
 
 ROOT = Path(__file__).resolve().parent.parent
-WEIGHTS = str(ROOT / "weights" / "pong.safetensors")
+WEIGHTS = str(ROOT / "weights" / "pong_bc.safetensors")  # the cloned agent, as tune starts from it
 
 
 # --- the formulas, worked by hand -------------------------------------------------------------------------

@@ -300,7 +300,7 @@ def plot_returns(t: Tuner, path: Path) -> Path:
 # --- the run ---------------------------------------------------------------------------------------------
 def check(tc: TuneConfig) -> None:
     if not tc.init:
-        raise UserError("tune needs a starting policy: --init WEIGHTS (a cloned agent, e.g. weights/pong.safetensors)")
+        raise UserError("tune needs a starting policy: --init WEIGHTS (a cloned agent, e.g. weights/pong_bc.safetensors)")
     for name in ("envs", "rollout", "epochs", "minibatches", "frames"):
         if getattr(tc, name) < 1:
             raise UserError(f"tune.{name} must be at least 1, got {getattr(tc, name)}")
