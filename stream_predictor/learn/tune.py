@@ -386,16 +386,14 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
             t.updates += 1
             t.frames += t.frames_per_update
             frames_here += t.frames_per_update
-            recent_new = games.finished_returns()
-            for game, r in recent_new:
+            for game, r in games.finished_returns():
                 t.episodes.append((t.frames, r, game))
                 recent.append(r)
+                log_scalars(board, {"episode_return": r}, t.frames, "tune/")
             record.update(frames=t.frames, update=t.updates, return_20=float(np.mean(recent)) if recent else None,
                           rollout_s=round(b - a, 3), update_s=round(c - b, 3))
             t.history.append(record)
             log_scalars(board, record, t.frames, "tune/")
-            for frames, r, _ in t.episodes[len(t.episodes) - len(recent_new):]:
-                log_scalars(board, {"episode_return": r}, frames, "tune/")
             bar.update(t.frames_per_update)
             bar.set_postfix_str(f"{frames_here / (c - t0):.0f} frame/s, return(20) "
                                 f"{'-' if not recent else f'{np.mean(recent):+.1f}'}, KL {record['kl_start']:.3f}"

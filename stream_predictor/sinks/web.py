@@ -72,7 +72,8 @@ class WebSink(Sink):
                     route(self)
                 except GONE as e:
                     if isinstance(e, TimeoutError):
-                        sink.timeouts += 1
+                        with sink._cond:
+                            sink.timeouts += 1
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -183,10 +184,11 @@ class WebSink(Sink):
                 if version == seen:
                     req.wfile.write(part(-1))  # a keep-alive: finds a vanished viewer
                     continue
-                self.dropped += version - seen - 1 if seen else 0
                 req.wfile.write(part(version))
                 req.wfile.flush()
-                self.sent += 1
+                with self._cond:  # viewers count from their own threads
+                    self.dropped += version - seen - 1 if seen else 0
+                    self.sent += 1
                 seen = version
                 time.sleep(1.0 / self.max_fps)
         finally:
