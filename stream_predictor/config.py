@@ -39,6 +39,7 @@ class SourceConfig:
     read_timeout_s: float = 5.0  # live sources: a read that takes longer counts as a failure
     reconnect_max: int = 10  # live sources: reconnect attempts before giving up (0: never reconnect)
     reconnect_backoff_s: float = 0.5  # live sources: first reconnect delay, doubled on each failure
+    reconnect_backoff_max_s: float = 5.0  # live sources: the delay stops doubling here
 
 
 @dataclass(slots=True)

@@ -15,3 +15,7 @@ class SourceError(UserError):
 
 class ReadError(Exception):
     """A transient read failure of a live source (camera, stream); the capture thread reconnects."""
+
+
+class DiskFullError(UserError):
+    """The disk (or a quota) filled while writing; what was finished before is intact."""

@@ -11,6 +11,9 @@ session_dir/
 Crash safety: a segment is written as `NNNNNN.tmp.avi` and renamed when it is complete; only
 then are its labels appended to labels.csv (flushed and fsynced) and meta.yaml rewritten (atomically).
 A killed recorder therefore loses at most the segment being written, and everything before it loads.
+A disk that fills ends the recording with one `DiskFullError`: the free space is checked as frames come (the video
+writer cannot report a full disk), the open segment is closed while there is room, and if a write fails anyway the
+open segment is discarded and labels.csv cut back to the finished ones.
 """
 
 from __future__ import annotations
@@ -26,18 +29,10 @@ import cv2
 import numpy as np
 import yaml
 
-from .errors import UserError
+from .errors import DiskFullError, UserError
+from .files import free_bytes, is_disk_full, low_on_space, write_text_atomic
 
 SEGMENT_GLOB = "[0-9]*.avi"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def check_new_session(out: str | Path) -> None:
@@ -64,6 +59,7 @@ class SessionWriter:
         self._segment = 0
         self._writer: cv2.VideoWriter | None = None
         self._pending: list[str] = []  # labels of the segment being written
+        self._failed = False  # a full disk (or another error) ended the recording
         self._labels = open(self.dir / "labels.csv", "w", newline="")  # noqa: SIM115 - closed in close()
         self._labels.write("frame,label\n")
         self._flush_meta()
@@ -75,15 +71,20 @@ class SessionWriter:
         """Append one BGR uint8 (H, W, 3) frame; `first` marks the start of a new episode."""
         if label not in self.classes:
             raise ValueError(f"label {label!r} is not one of {self.classes}")
+        if self._failed:
+            raise UserError(f"{self.dir}: the recording stopped after an error; nothing more is written")
         h, w = image.shape[:2]
         if self._writer is None:
             if self.meta["width"] is None:
                 self.meta.update(width=w, height=h)
             elif (w, h) != (self.meta["width"], self.meta["height"]):
                 raise UserError(f"frame size changed from {self.meta['width']}x{self.meta['height']} to {w}x{h} during recording")
+            self._check_space(image.nbytes)
             self._writer = cv2.VideoWriter(str(self._seg_path(True)), cv2.VideoWriter_fourcc(*self.codec), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise UserError(f"cannot write video with codec {self.codec!r} to {self._seg_path(True)}")
+        elif len(self._pending) % 16 == 0:
+            self._check_space(image.nbytes)
         if first and self.frames + len(self._pending) > 0:
             self._starts.append(self.frames + len(self._pending))
         # The label first, then the frame: a Ctrl-C/SIGTERM between the two leaves one label too many, which
@@ -93,35 +94,72 @@ class SessionWriter:
         if len(self._pending) >= self.segment_frames:
             self._finish_segment()
 
+    def _check_space(self, frame_bytes: int) -> None:
+        """Stop while the disk still has room to finish the open segment cleanly (the video writer itself cannot report
+        a full disk): below 1 MiB + 64 frames' worth, the segment is closed as it is and the recording ends."""
+        free = low_on_space(self._seg_path(True), len(self._pending), frame_bytes)
+        if free is not None:
+            self._finish_segment()
+            self._failed = True
+            raise DiskFullError(f"disk nearly full ({free // 1024} KiB free) while recording to {self.dir}: stopped; "
+                                f"{self.frames} frames in {self._segment} finished segments are kept")
+
     def _finish_segment(self) -> None:
         if self._writer is None:
             return
         self._writer.release()
         self._writer = None
-        written = int(cv2.VideoCapture(str(self._seg_path(True))).get(cv2.CAP_PROP_FRAME_COUNT))
-        del self._pending[written:]
-        self._starts = [i for i in self._starts if i < self.frames + written]
-        self._seg_path(True).replace(self._seg_path(False))
-        for i, label in enumerate(self._pending):
-            self._labels.write(f"{self.frames + i},{label}\n")
-        self._labels.flush()
-        os.fsync(self._labels.fileno())
-        self.frames += len(self._pending)
-        self.meta["episode_starts"] += self._starts
+        tmp = self._seg_path(True)
+        labels_at = self._labels.tell()
+        try:
+            written = int(cv2.VideoCapture(str(tmp)).get(cv2.CAP_PROP_FRAME_COUNT))
+            if written < len(self._pending) and free_bytes(self.dir) < (1 << 20):
+                raise OSError(28, "No space left on device")  # the video writer ran out of room without saying so
+            del self._pending[written:]
+            self._starts = [i for i in self._starts if i < self.frames + written]
+            tmp.replace(self._seg_path(False))
+            try:
+                for i, label in enumerate(self._pending):
+                    self._labels.write(f"{self.frames + i},{label}\n")
+                self._labels.flush()
+                os.fsync(self._labels.fileno())
+                self.frames += len(self._pending)
+                self.meta["episode_starts"] += self._starts
+                self._flush_meta()
+            except BaseException:
+                self._seg_path(False).unlink(missing_ok=True)  # a segment without its labels would not load
+                raise
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            self._failed = True
+            self._restore_labels(labels_at)
+            if is_disk_full(e) or is_disk_full(e.__context__):
+                raise DiskFullError(f"disk full while recording to {self.dir}: {self.frames} frames in {self._segment} "
+                                    f"finished segments are kept; the open segment was discarded") from None
+            raise
         self._pending, self._starts = [], []
         self._segment += 1
-        self._flush_meta()
+
+    def _restore_labels(self, size: int) -> None:
+        """labels.csv back to its rows of finished segments (a partly written row would break loading)."""
+        try:
+            self._labels.close()
+        except OSError:
+            pass  # its buffer could not be flushed; the truncation below drops whatever part of it reached the disk
+        os.truncate(self.dir / "labels.csv", size)
 
     def _flush_meta(self) -> None:
         self.meta["frames"] = self.frames
-        _write_atomic(self.dir / "meta.yaml", yaml.safe_dump(self.meta, sort_keys=False))
+        write_text_atomic(self.dir / "meta.yaml", yaml.safe_dump(self.meta, sort_keys=False))
 
     def close(self) -> None:
         """Finish the open segment. Idempotent."""
         if self._labels.closed:
             return
-        self._finish_segment()
-        self._labels.close()
+        if not self._failed:
+            self._finish_segment()
+        if not self._labels.closed:
+            self._labels.close()
 
     def __enter__(self) -> SessionWriter:
         return self

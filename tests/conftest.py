@@ -72,3 +72,26 @@ def xvfb():
 
     with x_display(private=True, size="1024x768x24") as display:
         yield display
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(size)`: a fresh tmpfs of `size` (e.g. "2m") mounted in tmp_path, a real disk that fills."""
+    import subprocess
+
+    mounts = []
+
+    def mount(size: str) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            if os.environ.get("CI"):
+                pytest.fail("the full-disk tests mount a tmpfs and need root (CI runs as root)")
+            pytest.skip("mounting a small tmpfs needs root")
+        d = tmp_path / f"disk{len(mounts)}"
+        d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], check=True)
+        mounts.append(d)
+        return d
+
+    yield mount
+    for d in mounts:
+        subprocess.run(["umount", "-l", str(d)], check=False)

@@ -22,8 +22,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     source = open_source(spec, cfg.source)
     frames = skipped = 0
     width = height = 0
-    with CaptureThread(source, cfg.source.ring_size, cfg.replay, reconnect_max=cfg.source.reconnect_max,
-                       reconnect_backoff_s=cfg.source.reconnect_backoff_s) as cap:
+    with CaptureThread.configured(source, cfg.source, cfg.source.ring_size, cfg.replay) as cap:
         t0 = time.monotonic()
         for frame in cap.frames(args.seconds):
             frames, skipped = frames + 1, skipped + frame.skipped

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..errors import UserError
+from ..files import atomic_path
 from ..model import StreamModel, build_model, load_model, save_model
 from ..model.preprocess import Preprocess
 from .board import log_png, log_scalars, open_board
@@ -126,10 +127,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         for key, value in st.items():
             tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     meta = {**meta, "param_groups": opt_state["param_groups"]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={meta_key: json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # killed or out of disk mid-write: the previous checkpoint stays whole
+        save_file(tensors, str(tmp), metadata={meta_key: json.dumps(meta)})
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, prefix: str = "model.",

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from ..config import ModelConfig, config_from_dict, to_dict
 from ..errors import ConfigError, UserError
+from ..files import atomic_path
 from .stream_model import StreamModel
 
 FORMAT = "stream_predictor/1"
@@ -27,16 +28,14 @@ def save_model(model: StreamModel, path: str | Path, extra: dict[str, str] | Non
                aux: dict[str, torch.Tensor] | None = None) -> Path:
     """Write weights + config. `extra` adds string metadata (e.g. training metrics); `aux` tensors ride along as `aux.*`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({AUX + k: v.detach().cpu().contiguous() for k, v in (aux or {}).items()})
     metadata = {"format": FORMAT, "model_config": json.dumps(to_dict(model.cfg)), **(extra or {})}
     if model.trained:
         metadata["trained"] = json.dumps(model.trained)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.chmod(0o644)
-    tmp.replace(path)  # a reader never sees half a file
+    with atomic_path(path) as tmp:  # a reader never sees half a file
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.chmod(0o644)
     return path
 
 

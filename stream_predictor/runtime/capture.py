@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..config import SourceConfig
 from ..errors import ReadError, UserError
 from ..sources.base import Source
 from .ring import FrameRing, RingFrame
@@ -41,7 +42,7 @@ class CaptureStats:
 
 class CaptureThread:
     def __init__(self, source: Source, ring_size: int = 32, replay: str = "lockstep", max_frames: int = 0,
-                 reconnect_max: int = 10, reconnect_backoff_s: float = 0.5) -> None:
+                 reconnect_max: int = 10, reconnect_backoff_s: float = 0.5, reconnect_backoff_max_s: float = 5.0) -> None:
         if replay not in ("lockstep", "realtime"):
             raise UserError(f"replay must be lockstep or realtime, got '{replay}'")
         self.source = source
@@ -51,13 +52,18 @@ class CaptureThread:
         rate = source.fps_cap if source.live else (0.0 if self.lockstep else source.fps)
         self.period = 1.0 / rate if rate and rate > 0 else 0.0
         self.max_frames = max_frames
-        self.reconnect_max, self.backoff_s = reconnect_max, reconnect_backoff_s
+        self.reconnect_max, self.backoff_s, self.backoff_max_s = reconnect_max, reconnect_backoff_s, reconnect_backoff_max_s
         self.stats = CaptureStats(self.ring)
         self.events: list[tuple[float, str]] = []  # (monotonic time, what happened) for reconnects
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._started = 0.0
         self._closed = False
+
+    @classmethod
+    def configured(cls, source: Source, cfg: SourceConfig, ring_size: int, replay: str, max_frames: int = 0) -> CaptureThread:
+        """A capture thread with the reconnect settings of the `source` config section."""
+        return cls(source, ring_size, replay, max_frames, cfg.reconnect_max, cfg.reconnect_backoff_s, cfg.reconnect_backoff_max_s)
 
     def start(self) -> CaptureThread:
         self._started = time.monotonic()
@@ -105,7 +111,7 @@ class CaptureThread:
                 failures += 1
                 if failures > self.reconnect_max:
                     raise UserError(f"{self.source.name}: gave up after {self.reconnect_max} reconnects ({e})") from None
-                delay = self.backoff_s * 2 ** (failures - 1)
+                delay = min(self.backoff_s * 2 ** (failures - 1), max(self.backoff_s, self.backoff_max_s))
                 self._event(f"read failed ({e}); reconnecting in {delay:.2f}s")
                 if self._stop.wait(delay):
                     return None

@@ -16,6 +16,7 @@ tick on a GPU, prepacked oneDNN weights on the CPU. `engine.path` says which ran
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -24,6 +25,8 @@ import torch
 from ..errors import UserError
 from ..model.fast import cast_copy, cuda_graph, packed_cell, packed_encoder
 from ..model.stream_model import State, StreamModel
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MODES = ("stateful", "windowed")
@@ -89,6 +92,12 @@ class TickEngine:
     # --- buffers, built for the first frame size seen ----------------------------------------------
     def _build(self, h: int, w: int) -> None:
         k, dev, m = self.streams, self.device, self.model
+        crop = m.preproc.crop
+        if crop is not None and (crop[0] + crop[2] > w or crop[1] + crop[3] > h):
+            raise UserError(f"frames of {w}x{h} are too small for the model's crop (x, y, w, h) = {list(crop)}")
+        if self._shape is not None:
+            log.warning("frame size changed from %dx%d to %dx%d; the engine rebuilds its buffers and resizes as before",
+                        self._shape[1], self._shape[0], w, h)
         pin = dev.type == "cuda"
         self._shape = (h, w)
         self.host_frames = torch.zeros((k, h, w, 3), dtype=torch.uint8, pin_memory=pin)

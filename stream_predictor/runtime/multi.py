@@ -34,8 +34,7 @@ class MultiPredictor:
         self.cfg = config or Config()
         self.model = model.eval()
         self.sources = [open_source(s, self.cfg.source) if isinstance(s, str) else s for s in sources]
-        c = self.cfg.source
-        self.captures = [CaptureThread(s, ring_size, replay, max_frames, c.reconnect_max, c.reconnect_backoff_s) for s in self.sources]
+        self.captures = [CaptureThread.configured(s, self.cfg.source, ring_size, replay, max_frames) for s in self.sources]
         p = self.cfg.predict
         mode, window = resolve_mode(model, p)
         self.engine = TickEngine(model, len(self.sources), p.dtype, p.graph if model.head.weight.device.type == "cuda" else False,

@@ -63,8 +63,7 @@ class Predictor:
         self.threads, self.max_gap_s = threads, max_gap_s
         self.keep_frames = keep_frames or any(s.needs_frames for s in self.sinks)
         self.source = open_source(source, self.cfg.source) if isinstance(source, str) else source
-        c = self.cfg.source
-        self.capture = CaptureThread(self.source, ring_size, replay, max_frames, c.reconnect_max, c.reconnect_backoff_s)
+        self.capture = CaptureThread.configured(self.source, self.cfg.source, ring_size, replay, max_frames)
         self.stats = PredictorStats()
         view = self.agent.model.preproc.view if self.agent.model is not None else None
         for sink in self.sinks:

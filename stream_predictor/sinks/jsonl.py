@@ -1,4 +1,5 @@
-"""JSON lines (a file or stdout) and CSV rows."""
+"""JSON lines (a file or stdout) and CSV rows. Files are written in whole lines: a full disk ends the run with one
+error and leaves a file that still parses (see `files.LineFile`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from ..files import LineFile
 from ..runtime.tick import Sink, Tick
 
 
@@ -15,9 +17,7 @@ class JsonlSink(Sink):
 
     def __init__(self, path: str | Path | None = None, flush_every: int = 1) -> None:
         self._own = path not in (None, "-")
-        if self._own:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._f: IO[str] = open(path, "w") if self._own else sys.stdout  # noqa: SIM115 - closed in close()
+        self._f: LineFile | IO[str] = LineFile(path) if self._own else sys.stdout
         self._flush_every, self._n = max(1, flush_every), 0
 
     def __call__(self, tick: Tick) -> None:
@@ -27,9 +27,10 @@ class JsonlSink(Sink):
             self._f.flush()
 
     def close(self) -> None:
-        self._f.flush()
         if self._own:
             self._f.close()
+        else:
+            self._f.flush()
 
 
 class CsvSink(Sink):
@@ -38,8 +39,7 @@ class CsvSink(Sink):
     def __init__(self, path: str | Path, classes: list[str], flush_every: int = 64) -> None:
         import csv
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+        self._f = LineFile(path)
         self._w = csv.writer(self._f)
         self._w.writerow(["seq", "t_capture", "t_decision", "latency_ms", "class_id", "class", "skipped", "stale",
                           *(f"p_{c}" for c in classes)])

@@ -13,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import UserError
+from ..errors import DiskFullError, UserError
+from ..files import low_on_space
 from ..runtime.tick import Sink, Tick
 
 BAR_W, ROW_H = 120, 16
@@ -66,6 +67,11 @@ class VideoSink(Sink):
             self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
             if not self.writer.isOpened():
                 raise UserError(f"cannot write video to {self.path} (unsupported extension or folder not writable)")
+        if self.frames % 16 == 0 and (free := low_on_space(self.path, self.frames, frame.nbytes)) is not None:
+            self.writer.release()  # finished while there is room: the file stays playable
+            self.writer, self.finished = None, True
+            raise DiskFullError(f"disk nearly full ({free // 1024} KiB free): stopped writing {self.path} after "
+                                f"{self.frames} frames; the file is complete")
         self.writer.write(frame)
         self.frames += 1
 

@@ -60,6 +60,7 @@ class _LiveCapture(Source):
         super().__init__()
         self._timeout_ms = int(read_timeout_s * 1000)
         self._cap = self._open()
+        self._reopened = False
 
     def _open(self) -> cv2.VideoCapture:
         raise NotImplementedError
@@ -68,11 +69,13 @@ class _LiveCapture(Source):
         ok, image = cv_read(self._cap, out)
         if not ok or image is None:
             raise ReadError(f"{self.name}: read failed")
-        return self._frame(image)
+        first, self._reopened = self._reopened, False
+        return self._frame(image, first)  # the first frame after a reconnect restarts the recurrent state
 
     def reopen(self) -> None:
         self._cap.release()
         self._cap = self._open()
+        self._reopened = True
 
     def close(self) -> None:
         self._cap.release()
