@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..errors import UserError
-from ..files import atomic_path
+from ..files import atomic_path, remove_leftovers
 from ..model import StreamModel, build_model, load_model, save_model
 from ..model.preprocess import Preprocess
 from .board import log_png, log_scalars, open_board
@@ -134,6 +134,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, prefix: str = "model.",
                     meta_key: str = "checkpoint") -> dict:
     """What `save_checkpoint` wrote: the weights and the optimizer state restored in place; returns `meta`."""
+    for stale in remove_leftovers(path):  # a run killed while writing its next checkpoint
+        log.warning("removed %s, a checkpoint left half-written; resuming from the last complete one", stale)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()[meta_key])
