@@ -1,7 +1,8 @@
-"""Every config key, declared once with its default and a one-line comment.
+"""Every config key, declared once with its default, a one-line comment and, for numbers, its valid range `R(lo, hi)`.
 
 `configs/*.yaml` hold only overrides of these defaults. `load_config` merges YAML files and dotted
-`key=value` overrides; an unknown key or a value of the wrong type is a `ConfigError` that names it.
+`key=value` overrides; an unknown key, a value of the wrong type or a number out of its range is a `ConfigError`
+that names the key, the value and what is allowed. A weights file's model section goes through the same checks.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -21,95 +22,107 @@ from .errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+@dataclass(frozen=True, slots=True)
+class R:
+    """The valid range of a numeric key, both ends included (for a list, of each item)."""
+
+    lo: float
+    hi: float
+
+    def check(self, value: float, key: str) -> None:
+        if not self.lo <= value <= self.hi:  # NaN fails too
+            raise ConfigError(f"config key '{key}' must be between {self.lo:g} and {self.hi:g}, got {value!r}")
+
+
 @dataclass(slots=True)
 class SourceConfig:
     spec: str = "ale:Pong"  # what to read: 0, video.mp4, rtsp://…, screen[:x,y,w,h], ale:Game, dir/, synthetic:…
-    ring_size: int = 32  # frames kept in the capture ring
-    width: int = 0  # camera/synthetic width to request (0: device default)
-    height: int = 0  # camera/synthetic height to request (0: device default)
-    fps: float = 0.0  # camera fps to request, or a cap for screen capture (0: no cap)
-    seed: int = 0  # seed of generated sources (ale, synthetic)
-    frameskip: int = 4  # ale: emulator frames per agent step
-    sticky: float = 0.25  # ale: probability that the previous action repeats
-    max_episode_steps: int = 16000  # ale: agent steps per episode (the Pong ROM freezes at 16,303)
-    flicker: float = 0.0  # ale: probability that a frame is shown blank (Flickering Pong uses 0.5)
+    ring_size: Annotated[int, R(2, 4096)] = 32  # frames kept in the capture ring
+    width: Annotated[int, R(0, 16384)] = 0  # camera/synthetic width to request (0: device default)
+    height: Annotated[int, R(0, 16384)] = 0  # camera/synthetic height to request (0: device default)
+    fps: Annotated[float, R(0, 1000)] = 0.0  # camera fps to request, or a cap for screen capture (0: no cap)
+    seed: Annotated[int, R(0, 2**31 - 1)] = 0  # seed of generated sources (ale, synthetic)
+    frameskip: Annotated[int, R(1, 64)] = 4  # ale: emulator frames per agent step
+    sticky: Annotated[float, R(0, 1)] = 0.25  # ale: probability that the previous action repeats
+    max_episode_steps: Annotated[int, R(1, 10**7)] = 16000  # ale: agent steps per episode (the Pong ROM freezes at 16,303)
+    flicker: Annotated[float, R(0, 1)] = 0.0  # ale: probability that a frame is shown blank (Flickering Pong uses 0.5)
     delay: str = "0"  # ale: steps an action reaches the game late, K or a range LO-HI drawn per action
-    repeat: float = 0.0  # ale: probability that a read shows the previous frame again
-    drop: float = 0.0  # ale: probability that the game takes two steps before the next frame
-    read_timeout_s: float = 5.0  # live sources: a read that takes longer counts as a failure
-    reconnect_max: int = 10  # live sources: reconnect attempts before giving up (0: never reconnect)
-    reconnect_backoff_s: float = 0.5  # live sources: first reconnect delay, doubled on each failure
-    reconnect_backoff_max_s: float = 5.0  # live sources: the delay stops doubling here
+    repeat: Annotated[float, R(0, 1)] = 0.0  # ale: probability that a read shows the previous frame again
+    drop: Annotated[float, R(0, 1)] = 0.0  # ale: probability that the game takes two steps before the next frame
+    read_timeout_s: Annotated[float, R(0.01, 3600)] = 5.0  # live sources: a read that takes longer counts as a failure
+    reconnect_max: Annotated[int, R(0, 10**6)] = 10  # live sources: reconnect attempts before giving up (0: never reconnect)
+    reconnect_backoff_s: Annotated[float, R(0, 3600)] = 0.5  # live sources: first reconnect delay, doubled on each failure
+    reconnect_backoff_max_s: Annotated[float, R(0, 3600)] = 5.0  # live sources: the delay stops doubling here
 
 
 @dataclass(slots=True)
 class ModelConfig:
     encoder: str = "nature_cnn"  # CNN from the encoder registry
-    input_size: list[int] = field(default_factory=lambda: [84, 84])  # (h, w) after resizing
+    input_size: Annotated[list[int], R(8, 4096)] = field(default_factory=lambda: [84, 84])  # (h, w) after resizing
     grayscale: bool = True  # one luma channel instead of RGB
-    crop: list[int] = field(default_factory=list)  # (x, y, w, h) in source pixels, before resizing; [] keeps all
-    mean: list[float] = field(default_factory=lambda: [0.5])  # per channel, after scaling to [0, 1]
-    std: list[float] = field(default_factory=lambda: [0.5])  # per channel, after scaling to [0, 1]
-    feature_dim: int = 512  # encoder output size (ignored by torchvision encoders, which keep theirs)
+    crop: Annotated[list[int], R(0, 16384)] = field(default_factory=list)  # (x, y, w, h) in source pixels, before resizing; [] keeps all
+    mean: Annotated[list[float], R(0, 1)] = field(default_factory=lambda: [0.5])  # per channel, after scaling to [0, 1]
+    std: Annotated[list[float], R(1e-6, 1000)] = field(default_factory=lambda: [0.5])  # per channel, after scaling to [0, 1]
+    feature_dim: Annotated[int, R(1, 8192)] = 512  # encoder output size (ignored by torchvision encoders, which keep theirs)
     temporal: Literal["lstm", "gru"] = "lstm"  # recurrent head
-    hidden: int = 256  # recurrent hidden size
-    layers: int = 1  # recurrent layers
-    dropout: float = 0.0  # dropout between recurrent layers (training only)
+    hidden: Annotated[int, R(1, 8192)] = 256  # recurrent hidden size
+    layers: Annotated[int, R(1, 16)] = 1  # recurrent layers
+    dropout: Annotated[float, R(0, 0.99)] = 0.0  # dropout between recurrent layers (training only)
     classes: list[str] = field(default_factory=lambda: ["left", "straight", "right"])  # ordered class names
 
 
 @dataclass(slots=True)
 class PredictConfig:
     mode: Literal["auto", "stateful", "windowed"] = "auto"  # O(1) LSTM step per tick, LSTM over the last `window` features, or as trained
-    window: int = 0  # cached features used by windowed mode (0: the weights' train.seq_len, else 16)
-    tick_hz: float = 0.0  # fixed tick rate (0: one tick per new frame)
-    ema: float = 0.0  # weight of the previous probabilities in an EMA (0: off)
-    hysteresis: float = 0.0  # probability margin a new class needs to replace the current one (0: off)
-    threads: int = 1  # torch threads for inference; one is fastest when another core is busy
+    window: Annotated[int, R(0, 4096)] = 0  # cached features used by windowed mode (0: the weights' train.seq_len, else 16)
+    tick_hz: Annotated[float, R(0, 10000)] = 0.0  # fixed tick rate (0: one tick per new frame)
+    ema: Annotated[float, R(0, 0.999)] = 0.0  # weight of the previous probabilities in an EMA (0: off)
+    hysteresis: Annotated[float, R(0, 1)] = 0.0  # probability margin a new class needs to replace the current one (0: off)
+    threads: Annotated[int, R(0, 1024)] = 1  # torch threads for inference; one is fastest when another core is busy
     device: str = "cpu"  # torch device for inference ("cuda" for a GPU)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # compute dtype of the model (float16/bfloat16: CUDA only)
     graph: bool = True  # on CUDA, capture the whole tick as one CUDA graph and replay it
     fast_cpu: bool = True  # on the CPU, prepacked oneDNN weights with fused ReLU where the encoder allows (nature_cnn)
-    max_gap_s: float = 1.0  # a live source silent for longer resets the recurrent state
-    print_every: int = 0  # print one tick line every so many ticks (0: none)
+    max_gap_s: Annotated[float, R(0.001, 86400)] = 1.0  # a live source silent for longer resets the recurrent state
+    print_every: Annotated[int, R(0, 10**9)] = 0  # print one tick line every so many ticks (0: none)
 
 
 @dataclass(slots=True)
 class RecordConfig:
     labeller: Literal["auto", "keyboard", "expert", "oracle"] = "auto"  # auto: expert for ale:, oracle for synthetic:, else keyboard
     keys: Literal["lsr3", "wasd9"] = "lsr3"  # key preset: left/straight/right (arrows or A/D), or the 9 WASD combinations
-    segment_frames: int = 300  # frames per video segment: a crash loses at most the segment being written
+    segment_frames: Annotated[int, R(1, 10**6)] = 300  # frames per video segment: a crash loses at most the segment being written
     codec: str = "FFV1"  # fourcc of the .avi segments: FFV1 is lossless (training sees what inference sees); MJPG is smaller
-    frames: int = 0  # stop after this many recorded frames (0: until the source ends or Ctrl-C)
-    seconds: float = 0.0  # stop after this long (0: no limit)
+    frames: Annotated[int, R(0, 10**12)] = 0  # stop after this many recorded frames (0: until the source ends or Ctrl-C)
+    seconds: Annotated[float, R(0, 10**9)] = 0.0  # stop after this long (0: no limit)
     policy: str = ""  # weights of a model that plays while the expert labels (DAgger); empty: the expert plays
 
 
 @dataclass(slots=True)
 class TrainConfig:
     mode: Literal["windowed", "stateful"] = "windowed"  # windows from zero state, or truncated BPTT with the state carried
-    epochs: int = 10  # passes over the training data
-    max_steps: int = 0  # stop after this many optimizer steps (0: no limit)
-    batch_size: int = 16  # windows (or parallel lanes in stateful mode) per step
-    seq_len: int = 16  # frames per window / per BPTT chunk
-    burn_in: int = 8  # stateful: frames after a mid-session lane start that carry no loss
-    lr: float = 1e-3  # peak AdamW learning rate (chosen in docs/training.md)
-    weight_decay: float = 0.01  # AdamW weight decay
-    warmup_steps: int = 50  # linear warm-up before the cosine decay
-    grad_clip: float = 1.0  # max gradient norm (0: off)
-    label_delay: int = 0  # predict the label k frames later (corrects for reaction time)
-    stride: int = 1  # use every stride-th frame (the model then expects a source at fps/stride)
+    epochs: Annotated[int, R(1, 10**6)] = 10  # passes over the training data
+    max_steps: Annotated[int, R(0, 10**12)] = 0  # stop after this many optimizer steps (0: no limit)
+    batch_size: Annotated[int, R(1, 65536)] = 16  # windows (or parallel lanes in stateful mode) per step
+    seq_len: Annotated[int, R(1, 65536)] = 16  # frames per window / per BPTT chunk
+    burn_in: Annotated[int, R(0, 65536)] = 8  # stateful: frames after a mid-session lane start that carry no loss
+    lr: Annotated[float, R(1e-12, 10)] = 1e-3  # peak AdamW learning rate (chosen in docs/training.md)
+    weight_decay: Annotated[float, R(0, 10)] = 0.01  # AdamW weight decay
+    warmup_steps: Annotated[int, R(0, 10**9)] = 50  # linear warm-up before the cosine decay
+    grad_clip: Annotated[float, R(0, 10**6)] = 1.0  # max gradient norm (0: off)
+    label_delay: Annotated[int, R(0, 10**6)] = 0  # predict the label k frames later (corrects for reaction time)
+    stride: Annotated[int, R(1, 1000)] = 1  # use every stride-th frame (the model then expects a source at fps/stride)
     balance: Literal["none", "weighted"] = "weighted"  # class-weighted loss against imbalance
     augment: bool = True  # brightness/contrast jitter and small shifts, the same across a window
     mirror: list[str] = field(default_factory=list)  # label pairs swapped by a horizontal flip, e.g. [left:right]; [] never mirrors
-    val_fraction: float = 0.2  # fraction of sessions held out for validation (by session, never by frame)
-    windows_per_epoch: int = 0  # windowed: windows drawn per epoch (0: frames / seq_len)
-    seed: int = 0  # seeds sampling, augmentation and initialisation
+    val_fraction: Annotated[float, R(0, 0.9)] = 0.2  # fraction of sessions held out for validation (by session, never by frame)
+    windows_per_epoch: Annotated[int, R(0, 10**12)] = 0  # windowed: windows drawn per epoch (0: frames / seq_len)
+    seed: Annotated[int, R(0, 2**31 - 1)] = 0  # seeds sampling, augmentation and initialisation
     init: str = ""  # start from these weights (e.g. the previous DAgger round) instead of random ones
     device: str = "auto"  # auto: cuda if available, else cpu
     amp: bool = True  # mixed precision on CUDA
     cache_dir: str = ".cache/frames"  # preprocessed frames, keyed by session and preprocessing
-    threads: int = 0  # torch threads for training (0: torch's default)
+    threads: Annotated[int, R(0, 1024)] = 0  # torch threads for training (0: torch's default)
     tensorboard: bool = True  # also log to OUT.tb/ for TensorBoard, when the tensorboard package is installed
 
 
@@ -118,25 +131,25 @@ class TuneConfig:
     """Reinforcement-learning fine-tuning (PPO + a KL anchor to the starting policy); see docs/tuning.md."""
 
     init: str = ""  # the cloned policy to start from and stay close to (required)
-    envs: int = 8  # games stepped together, one batched engine call per tick
-    frames: int = 4_000_000  # frames the agent sees in all (one per agent step; ALE frames are frameskip x more)
-    rollout: int = 128  # steps per game between updates (also the BPTT length of the update)
-    epochs: int = 4  # passes over each rollout
-    minibatches: int = 4  # each pass splits the games into this many groups (whole sequences)
-    lr: float = 1e-4  # Adam learning rate, decayed linearly to 0
-    gamma: float = 0.99  # discount
-    gae_lambda: float = 0.95  # GAE lambda
-    clip: float = 0.1  # PPO ratio clip
-    vf_coef: float = 0.5  # weight of the value loss
-    ent_coef: float = 0.01  # weight of the entropy bonus
-    kl_coef: float = 0.5  # weight of KL(policy || starting policy) at the start
-    kl_half_life: int = 1_000_000  # frames over which that weight halves
-    value_warmup: int = 100_000  # frames during which only the value head learns (the policy is left as cloned)
-    max_grad_norm: float = 0.5  # gradient clipping
+    envs: Annotated[int, R(1, 4096)] = 8  # games stepped together, one batched engine call per tick
+    frames: Annotated[int, R(1, 10**12)] = 4_000_000  # frames the agent sees in all (one per agent step; ALE frames are frameskip x more)
+    rollout: Annotated[int, R(1, 65536)] = 128  # steps per game between updates (also the BPTT length of the update)
+    epochs: Annotated[int, R(1, 1000)] = 4  # passes over each rollout
+    minibatches: Annotated[int, R(1, 4096)] = 4  # each pass splits the games into this many groups (whole sequences)
+    lr: Annotated[float, R(1e-12, 10)] = 1e-4  # Adam learning rate, decayed linearly to 0
+    gamma: Annotated[float, R(0, 1)] = 0.99  # discount
+    gae_lambda: Annotated[float, R(0, 1)] = 0.95  # GAE lambda
+    clip: Annotated[float, R(0.001, 10)] = 0.1  # PPO ratio clip
+    vf_coef: Annotated[float, R(0, 1000)] = 0.5  # weight of the value loss
+    ent_coef: Annotated[float, R(0, 1000)] = 0.01  # weight of the entropy bonus
+    kl_coef: Annotated[float, R(0, 1000)] = 0.5  # weight of KL(policy || starting policy) at the start
+    kl_half_life: Annotated[int, R(1, 10**12)] = 1_000_000  # frames over which that weight halves
+    value_warmup: Annotated[int, R(0, 10**12)] = 100_000  # frames during which only the value head learns (the policy is left as cloned)
+    max_grad_norm: Annotated[float, R(0, 10**6)] = 0.5  # gradient clipping
     encoder: Literal["frozen", "train"] = "frozen"  # frozen: the CNN runs once per frame, the update reuses its features
-    seed: int = 100_000  # game i of process r starts at seed + 10,000·(r·envs + i); evaluation seeds stay below
-    save_every: int = 250_000  # frames between snapshots kept for choosing (and checkpoints for --resume)
-    threads: int = 2  # torch threads
+    seed: Annotated[int, R(0, 2**31 - 1)] = 100_000  # game i of process r starts at seed + 10,000·(r·envs + i); evaluation seeds stay below
+    save_every: Annotated[int, R(1, 10**12)] = 250_000  # frames between snapshots kept for choosing (and checkpoints for --resume)
+    threads: Annotated[int, R(1, 1024)] = 2  # torch threads
     tensorboard: bool = True  # also log to OUT.tb/ for TensorBoard, when the tensorboard package is installed
 
 
@@ -153,24 +166,24 @@ class KeysConfig:
 class ExpertConfig:
     """The Pong RAM expert's parameters (RAM units); recorded in each session's meta.yaml."""
 
-    coast: int = 12  # how far a pressed paddle is taken to travel on after release when planning (measured: ~16)
-    residual: int = 3  # how far a released, still moving paddle travels on
-    away: float = 0.25  # while the ball goes away, weight of its height against the middle
-    dead_zone: int = 8  # errors smaller than this are left alone (one press moves the paddle ~22 from rest)
+    coast: Annotated[int, R(0, 200)] = 12  # how far a pressed paddle is taken to travel on after release when planning (measured: ~16)
+    residual: Annotated[int, R(0, 200)] = 3  # how far a released, still moving paddle travels on
+    away: Annotated[float, R(0, 1)] = 0.25  # while the ball goes away, weight of its height against the middle
+    dead_zone: Annotated[int, R(0, 200)] = 8  # errors smaller than this are left alone (one press moves the paddle ~22 from rest)
 
 
 @dataclass(slots=True)
 class SinkConfig:
     host: str = "127.0.0.1"  # where udp:/tcp: sinks send or listen; localhost unless you mean otherwise
-    video_fps: float = 30.0  # frame rate written by the annotated video sink
-    web_port: int = 8765  # port of the `web` sink's page (`web:PORT` names another; 0 picks a free one)
+    video_fps: Annotated[float, R(0.1, 1000)] = 30.0  # frame rate written by the annotated video sink
+    web_port: Annotated[int, R(0, 65535)] = 8765  # port of the `web` sink's page (`web:PORT` names another; 0 picks a free one)
 
 
 @dataclass(slots=True)
 class PlayConfig:
     weights: str = "weights/pong.safetensors"  # the agent's weights
-    episodes: int = 1  # episodes to play
-    seed: int = 1000  # first episode's seed (training data uses seeds below 1000)
+    episodes: Annotated[int, R(1, 10**6)] = 1  # episodes to play
+    seed: Annotated[int, R(0, 2**31 - 1)] = 1000  # first episode's seed (training data uses seeds below 1000)
     mode: Literal["fast", "realtime"] = "fast"  # fast: the game waits for each decision (deterministic); realtime: native pace
     video: str = ""  # write the annotated game to this video file ("": none)
 
@@ -216,6 +229,12 @@ def _unknown(key: str, prefix: str, here: typing.Iterable[str]) -> ConfigError:
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check `value` against the annotation `hint`; ints widen to floats, nothing else converts."""
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        value = _coerce(value, hint.__origin__, key)
+        for r in (m for m in hint.__metadata__ if isinstance(m, R)):
+            for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+                r.check(v, key if i is None else f"{key}[{i}]")
+        return value
     if origin is Literal:
         if value not in typing.get_args(hint):
             choices = ", ".join(map(str, typing.get_args(hint)))
@@ -245,7 +264,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 def _merge(obj: Any, data: dict, prefix: str = "") -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(type(obj))
+    hints = typing.get_type_hints(type(obj), include_extras=True)
     for key, value in data.items():
         if key not in hints:
             raise _unknown(str(key), prefix, hints)

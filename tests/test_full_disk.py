@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, decode_all
 from stream_predictor.config import ModelConfig
 from stream_predictor.errors import DiskFullError
 from stream_predictor.learn.train import load_checkpoint, save_checkpoint
 from stream_predictor.model import build_model
 from stream_predictor.session import SessionWriter, load_session
+
+from conftest import ROOT, decode_all
 
 SMALL = ["model.input_size=[48,48]", "model.hidden=16", "model.feature_dim=32"]
 ENDLESS = "synthetic:bounce?fps=0&frames=1000000&width=160&height=120"
@@ -62,7 +63,7 @@ def test_a_write_that_fails_anyway_discards_only_the_open_segment(small_disk):
     writer = SessionWriter(disk / "s", ["a", "b"], 30.0, "test", segment_frames=20)
     for i in range(40):  # two whole segments
         writer.add(rng.integers(0, 255, (120, 160, 3), np.uint8), "ab"[i % 2])
-    for i in range(5):
+    for _ in range(5):
         writer.add(rng.integers(0, 255, (120, 160, 3), np.uint8), "a")
     with open(disk / "filler", "wb") as f:  # everything that is left
         try:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from conftest import ROOT
 from stream_predictor.model import load_model
+
+from conftest import ROOT
 
 DYING = """
 import os, signal, sys

@@ -4,9 +4,11 @@ H.264 of a moving pattern with the wall-clock time stamped into each frame (stre
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -172,3 +174,15 @@ def test_a_slow_model_gets_the_newest_frame_and_the_age_does_not_grow():
     print(f"frame age at decision: 2-4 s p50 {p50(early):.0f} ms, 8-10 s p50 {p50(late):.0f} ms; skipped {summary['skipped']}")
     assert summary["skipped"] > 0.25 * summary["captured"]  # the model skipped frames instead of queueing them
     assert p50(late) < p50(early) + 50 and p50(late) < 400
+
+
+def test_soak_on_the_rtsp_server_reports_ages_accounting_and_resources():
+    with RtspServer() as server:
+        r = subprocess.run([sys.executable, "run.py", "soak", "--source", server.url, "--seconds", "8", "--tick-ms", "50",
+                            "--stamped", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["accounted"] and out["unstamped"] == 0 and out["reconnects"] == 0
+    assert out["captured"] == out["processed"] + out["skipped"] + out["unread"] and out["skipped"] > 0
+    assert 0 < out["age_ms_end"]["p50"] < 400 and out["age_ms_end"]["n"] > 50
+    assert out["threads_after"] == out["threads_before"] and out["fds_after"] == out["fds_before"]

@@ -30,6 +30,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "host": ("host_cmd", "a game in a window, played from the keyboard: a target for screen → keys agents"),
     "soak": ("soak_cmd", "a long synthetic run: memory, threads, file descriptors and frame accounting"),
     "bench": ("bench_cmd", "per-tick time incremental vs recompute, capture rate, latency"),
+    "export": ("export_cmd", "the whole tick as one ONNX graph, or a Triton model repository"),
 }
 DEFAULT_COMMAND = "play"
 

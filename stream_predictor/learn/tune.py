@@ -191,6 +191,7 @@ class Tuner:
     updates: int = 0
     history: list[dict] = field(default_factory=list)  # one record per update
     episodes: list[tuple] = field(default_factory=list)  # (frames when it ended, return, game index)
+    source_size: tuple[int, int] | None = None  # (h, w) of the games' frames, recorded with the weights
 
     @property
     def run_dir(self) -> Path:
@@ -270,6 +271,8 @@ def save_policy(t: Tuner, path: Path) -> Path:
     """Playable weights: the policy as a StreamModel file, the value head beside it as `aux.value.*`."""
     model = t.ac.model
     model.trained = {**model.trained, "tuned": {"init": t.tc.init, "frames": t.frames}}
+    if t.source_size:
+        model.trained["source_size"] = list(t.source_size)
     return save_model(model, path, extra={"tune": json.dumps({"frames": t.frames, "config": asdict(t.tc)})},
                       aux={f"value.{k}": v for k, v in t.ac.value.state_dict().items()})
 
@@ -341,6 +344,7 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     games = Games(specs, cfg, model.classes, seeds)
     engine = TickEngine(model.eval(), tc.envs, fast_cpu=cfg.predict.fast_cpu)
     engine.prepare(*games.images.shape[1:3])
+    t.source_size = tuple(games.images.shape[1:3])
     if resumed and rank == 0:
         print(f"resumed from {t.run_dir / 'checkpoint.safetensors'} at {t.frames:,} frames (update {t.updates}); "
               "the games start again on fresh seeds")

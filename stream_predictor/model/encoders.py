@@ -14,9 +14,17 @@ from torch import nn
 from ..errors import ConfigError
 
 
-def _flat_dim(body: nn.Module, in_channels: int, size: tuple[int, int]) -> int:
-    with torch.no_grad():
-        return int(body(torch.zeros(1, in_channels, *size)).flatten(1).shape[1])
+def _flat_dim(body: nn.Sequential, in_channels: int, size: tuple[int, int]) -> int:
+    """The flattened output size of a stack of convolutions (and shape-keeping layers), by arithmetic: no forward pass,
+    so that counting a config's parameters on the meta device stays instant."""
+    c, (h, w) = in_channels, size
+    for layer in body:
+        if isinstance(layer, nn.Conv2d):
+            (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel_size, layer.stride, layer.padding, layer.dilation
+            h, w, c = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1, layer.out_channels
+        if h < 1 or w < 1:
+            raise ConfigError(f"model.input_size {list(size)} is too small for this encoder (a convolution's output is empty)")
+    return c * h * w
 
 
 def alexnet(in_channels: int, size: tuple[int, int], feature_dim: int) -> tuple[nn.Module, int]:
@@ -95,8 +103,9 @@ def build_encoder(name: str, in_channels: int, size: tuple[int, int], feature_di
         raise ConfigError(f"config key 'model.encoder': unknown encoder '{name}'; known: {', '.join(ENCODERS)}")
     try:
         encoder, dim = ENCODERS[name](in_channels, size, feature_dim)
-        with torch.no_grad():
-            encoder.eval()(torch.zeros(1, in_channels, *size))
+        if torch.get_default_device().type != "meta":  # counting parameters only: no forward pass
+            with torch.no_grad():
+                encoder.eval()(torch.zeros(1, in_channels, *size))
     except RuntimeError as e:
         raise ConfigError(f"model.input_size {list(size)} is too small for encoder '{name}' ({str(e).splitlines()[0]})") from None
     return encoder, dim

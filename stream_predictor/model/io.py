@@ -63,7 +63,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> StreamMo
         raise UserError(f"{path}: model config in the metadata is missing or unreadable ({e})") from None
     except ConfigError as e:
         raise UserError(f"{path}: {e}") from None
-    model = StreamModel(cfg)
+    try:
+        model = StreamModel(cfg)  # the parameter count is checked before anything is allocated
+    except ConfigError as e:
+        raise UserError(f"{path}: {e}") from None
     expected = model.state_dict()
     tensors = _tensors(path, lambda k: not k.startswith(AUX))
     missing = sorted(set(expected) - set(tensors))

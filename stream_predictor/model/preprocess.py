@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# ITU-R BT.601 luma, the weights cv2.COLOR_BGR2GRAY uses, in B, G, R order.
-LUMA_BGR = (0.114, 0.587, 0.299)
+# ITU-R BT.601 luma, the weights cv2.COLOR_BGR2GRAY uses, in B, G, R order, in thousandths: on whole pixel values the
+# weighted sum is a whole number below 2^24, exact in float32 in any order, so every runtime (torch, an exported ONNX
+# graph) gets the same luma, and rounds the same way after resizing.
+LUMA_BGR = (114, 587, 299)
 
 
 class Preprocess(nn.Module):
@@ -41,7 +43,7 @@ class Preprocess(nn.Module):
             frames = frames[:, y : y + h, x : x + w]
         x = frames.permute(0, 3, 1, 2).float()  # (B, 3, H, W) BGR, 0..255
         if self.grayscale:
-            x = (x * self.luma).sum(1, keepdim=True)  # (B, 1, H, W)
+            x = (x * self.luma).sum(1, keepdim=True) / 1000.0  # (B, 1, H, W)
         else:
             x = x.flip(1)  # BGR → RGB, the order torchvision backbones expect
         if tuple(x.shape[-2:]) != self.size:

@@ -21,6 +21,15 @@ from .preprocess import Preprocess, as_uint8_tensor
 State = tuple[torch.Tensor, ...]
 
 
+MAX_PARAMETERS = 200_000_000  # a sanity cap, checked before anything is allocated (resnet50 has 25M; ours 3M)
+
+
+def parameter_count(cfg: ModelConfig) -> int:
+    """The parameters a config makes, counted on torch's meta device: nothing is allocated."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in StreamModel(cfg).parameters())
+
+
 class StreamModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -30,6 +39,10 @@ class StreamModel(nn.Module):
             raise ConfigError(f"config key 'model.crop' must be [] or [x, y, w, h], got {cfg.crop}")
         if len(cfg.classes) < 2 or len(set(cfg.classes)) != len(cfg.classes):
             raise ConfigError(f"config key 'model.classes' needs at least two distinct names, got {cfg.classes}")
+        if torch.get_default_device().type != "meta" and (n := parameter_count(cfg)) > MAX_PARAMETERS:
+            raise ConfigError(f"this model config would have {n:,} parameters, more than the {MAX_PARAMETERS:,} allowed "
+                              f"(model.hidden={cfg.hidden}, layers={cfg.layers}, feature_dim={cfg.feature_dim}, "
+                              f"input_size={cfg.input_size}, encoder={cfg.encoder})")
         self.cfg = cfg
         self.classes = list(cfg.classes)
         self.preproc = Preprocess(cfg.input_size, cfg.grayscale, cfg.crop, cfg.mean, cfg.std)
