@@ -30,7 +30,9 @@ def config_text(model: StreamModel, name: str, size: tuple[int, int], max_batch_
       output_name: "{o}"
       data_type: TYPE_FP32
       dims: [ {layers}, {hidden} ]
-      initial_state: {{ data_type: TYPE_FP32 dims: [ {layers}, {hidden} ] zero_data: true name: "zero" }}
+      initial_state: {{
+        data_type: TYPE_FP32 dims: [ {layers}, {hidden} ] zero_data: true name: "zero"
+      }}
     }}""" for i, o in zip(inputs, outputs))
     return f"""# Written by `stream-predictor export --format triton`: {len(model.classes)} classes {model.classes}, frames {size[1]}x{size[0]} BGR.
 name: "{name}"
@@ -44,7 +46,10 @@ output [
 ]
 sequence_batching {{
   max_sequence_idle_microseconds: {int(idle_s * 1e6)}
-  oldest {{ max_candidate_sequences: {candidates} preferred_batch_size: [ {max_batch_size} ] max_queue_delay_microseconds: {queue_delay_us} }}
+  oldest {{
+    max_candidate_sequences: {candidates} preferred_batch_size: [ {max_batch_size} ]
+    max_queue_delay_microseconds: {queue_delay_us}
+  }}
   control_input [
     {{ name: "first" control [ {{ kind: CONTROL_SEQUENCE_START bool_false_true: [ false, true ] }} ] }},
     {{ name: "corrid" control [ {{ kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 }} ] }}
