@@ -34,7 +34,7 @@ def config_text(model: StreamModel, name: str, size: tuple[int, int], max_batch_
         data_type: TYPE_FP32 dims: [ {layers}, {hidden} ] zero_data: true name: "zero"
       }}
     }}""" for i, o in zip(inputs, outputs))
-    return f"""# Written by `stream-predictor export --format triton`: {len(model.classes)} classes {model.classes}, frames {size[1]}x{size[0]} BGR.
+    return f"""# Written by `stream-predictor export --format triton`: classes {model.classes}, frames {size[1]}x{size[0]} BGR.
 name: "{name}"
 backend: "onnxruntime"
 max_batch_size: {max_batch_size}
