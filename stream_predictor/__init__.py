@@ -1,16 +1,30 @@
-"""stream_predictor: a live video stream in, a control decision out on every tick."""
+"""stream_predictor: a live video stream in, a control decision out on every tick.
 
+The names below are imported on first use, so that a program that runs an exported graph (onnxruntime) never
+imports torch.
+"""
+
+import importlib
 import os
 
 # FFmpeg's own log lines (e.g. "[mjpeg @ 0x…] overread") would break the one-line errors; ours say what matters.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from .config import Config, load_config  # noqa: E402 - after the environment above
-from .errors import UserError  # noqa: E402
-from .model import StreamModel, build_model, load_model, save_model  # noqa: E402
-from .runtime import Agent, ModelAgent, MultiPredictor, Predictor, Sink, Tick  # noqa: E402
-from .sources import Source, open_source  # noqa: E402
+_WHERE = {
+    "Config": ".config", "load_config": ".config", "UserError": ".errors",
+    "StreamModel": ".model", "build_model": ".model", "load_model": ".model", "save_model": ".model",
+    "Agent": ".runtime", "ModelAgent": ".runtime", "MultiPredictor": ".runtime", "Predictor": ".runtime", "Sink": ".runtime",
+    "Tick": ".runtime", "Source": ".sources", "open_source": ".sources",
+}
+__all__ = sorted(_WHERE)
 
-__all__ = ["Agent", "Config", "ModelAgent", "MultiPredictor", "Predictor", "Sink", "Source", "StreamModel", "Tick", "UserError",
-           "build_model", "load_config", "load_model", "open_source", "save_model"]
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

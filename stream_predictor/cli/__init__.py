@@ -40,14 +40,17 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command`, only that command's module is imported (and its options added): a command that
+    needs no torch (`predict --weights step.onnx`) never imports it."""
     parser = _Parser(prog="stream-predictor", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", help="YAML config file, or a name in configs/")
-        import_module(f".{module}", __package__).add_arguments(p)
+        if command is None or name == command:
+            import_module(f".{module}", __package__).add_arguments(p)
     return parser
 
 
@@ -57,7 +60,8 @@ OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Config]:
     # Overrides may stand anywhere, even after an option that takes several values (--data A B key=value).
     overrides = [a for a in argv if OVERRIDE.match(a)]
-    args, rest = _parser().parse_known_args([a for a in argv if not OVERRIDE.match(a)])
+    command = next((a for a in argv if a in COMMANDS), None)
+    args, rest = _parser(command).parse_known_args([a for a in argv if not OVERRIDE.match(a)])
     if rest:
         raise UserError(f"unrecognized arguments: {' '.join(rest)} (config overrides are key=value)")
     cfg = load_config(getattr(args, "config", None), overrides)

@@ -4,6 +4,7 @@ runtime can run the agent), or a Triton model repository that keeps one LSTM sta
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -24,11 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as e:
-        raise UserError(f"export needs onnx and onnxscript ({e.name} is missing): pip install -e '.[export]'") from None
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"export needs onnx and onnxscript ({', '.join(missing)} missing): pip install -e '.[export]'")
     from ..model import load_model
     from ..model.export import export_onnx, frame_size_of
     from ..tools.triton import write_repository

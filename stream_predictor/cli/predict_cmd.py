@@ -8,7 +8,6 @@ import logging
 import sys
 
 from ..config import Config
-from ..model import build_model, load_model
 from ..runtime.predictor import Predictor
 from ..runtime.tick import Tick
 from ..sinks import CallbackSink, open_sinks
@@ -19,7 +18,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="source spec (default: source.spec)")
-    p.add_argument("--weights", help="a .safetensors weights file; without it, random weights from config")
+    p.add_argument("--weights", help="a .safetensors weights file, or a graph from `export` (.onnx: runs in onnxruntime, "
+                                     "without torch); without it, random weights from config")
     p.add_argument("--out", help="write ticks here as JSON lines ('-': stdout; the default when no --sink is given)")
     p.add_argument("--sink", action="append", default=[], metavar="SPEC",
                    help="more places for the ticks (repeatable): jsonl:PATH, csv:PATH, udp:PORT, tcp:PORT, video:PATH, "
@@ -29,7 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def model_from_args(weights: str | None, cfg: Config):
-    """The model in a weights file, or (with a warning) random weights from the config's model section."""
+    """The model in a weights file, the agent of an exported graph, or (with a warning) random weights from the config's
+    model section."""
+    if weights and weights.lower().endswith(".onnx"):
+        from ..runtime.onnx_engine import OnnxAgent
+
+        p = cfg.predict
+        return OnnxAgent(weights, p.ema, p.hysteresis, p.threads)
+    from ..model import build_model, load_model
+
     if weights:
         return load_model(weights, cfg.predict.device)
     print("warning: no --weights given: the model has random weights (decisions are meaningless)", file=sys.stderr)

@@ -1,12 +1,20 @@
-"""The streaming runtime: capture thread → ring → engine → agent → Predictor → ticks for the sinks."""
+"""The streaming runtime: capture thread → ring → engine → agent → Predictor → ticks for the sinks.
 
-from .agent import Agent, Decision, ModelAgent, resolve_mode
-from .capture import CaptureThread
-from .engine import FeatureRing, TickEngine
-from .multi import MultiPredictor
-from .predictor import Predictor
-from .ring import FrameRing, RingFrame
-from .tick import CallbackSink, Sink, Tick, Timings
+Names are imported on first use: the torch engine only when it is asked for.
+"""
 
-__all__ = ["Agent", "CallbackSink", "CaptureThread", "Decision", "FeatureRing", "FrameRing", "ModelAgent", "MultiPredictor",
-           "Predictor", "RingFrame", "Sink", "Tick", "TickEngine", "Timings", "resolve_mode"]
+import importlib
+
+_WHERE = {
+    "Agent": ".agent", "Decision": ".agent", "ModelAgent": ".agent", "resolve_mode": ".agent",
+    "CaptureThread": ".capture", "FeatureRing": ".engine", "TickEngine": ".engine", "MultiPredictor": ".multi",
+    "OnnxAgent": ".onnx_engine", "OnnxEngine": ".onnx_engine", "Predictor": ".predictor", "FrameRing": ".ring",
+    "RingFrame": ".ring", "CallbackSink": ".tick", "Sink": ".tick", "Tick": ".tick", "Timings": ".tick",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,16 +14,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..config import Config
-from ..model.stream_model import StreamModel
 from ..sources import Source, open_source
 from .agent import Agent, ModelAgent, resolve_mode
 from .capture import CaptureThread
 from .ring import RingFrame
 from .tick import CallbackSink, Sink, Tick, Timings
+
+if TYPE_CHECKING:  # torch is imported only for a torch model: an exported graph's agent runs without it
+    from ..model.stream_model import StreamModel
 
 __all__ = ["Predictor", "PredictorStats", "Tick"]
 
@@ -81,13 +82,15 @@ class Predictor:
                     replay: str | None = None) -> Predictor:
         """Every setting from `cfg` (`replay` overrides `cfg.replay`); the mode and window as `resolve_mode` says."""
         p = cfg.predict
-        mode, window = resolve_mode(model, p) if isinstance(model, StreamModel) else ("stateful", 16)
+        mode, window = ("stateful", 16) if isinstance(model, Agent) else resolve_mode(model, p)
         return cls(model, source if source is not None else cfg.source.spec, mode, replay or cfg.replay, window, p.tick_hz,
                    p.ema, p.hysteresis, sinks, cfg.source.ring_size, p.threads, max_frames, p.max_gap_s, cfg, keep_frames)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> Predictor:
-        if self.threads > 0:
+        if self.threads > 0 and isinstance(self.agent, ModelAgent):
+            import torch
+
             torch.set_num_threads(self.threads)
         self._t0 = time.monotonic()
         self.capture.start()
@@ -161,7 +164,7 @@ class Predictor:
         last_tick: Tick | None = None
         period = 1.0 / self.tick_hz if self.tick_hz > 0 else 0.0
         next_tick = time.monotonic() + period
-        with torch.inference_mode():
+        with self.agent.inference():
             while not self._stop.is_set():
                 if period:  # fixed-rate ticks: wait for the next slot, never bunching up to catch up
                     self._stop.wait(max(0.0, next_tick - time.monotonic()))

@@ -1,0 +1,95 @@
+"""An exported tick graph (`export`, model/export.py) run by onnxruntime: the same decisions without torch.
+
+`OnnxEngine` has the TickEngine's call, `probs, classes = engine(frames, first)` for K streams, for stateful graphs; the
+state lives here as numpy arrays and goes in and out of the graph every tick. `OnnxAgent` is the Predictor's Agent on
+top of it, smoothing as `ModelAgent` does. Nothing here imports torch: `predict --weights step.onnx` runs on a
+machine with onnxruntime, OpenCV and numpy alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..onnx_format import decode_meta
+from .agent import SmoothedAgent
+
+log = logging.getLogger(__name__)
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("running an exported graph needs onnxruntime: pip install onnxruntime "
+                        "(or the package's extra: pip install -e '.[onnxruntime]')") from None
+    return onnxruntime
+
+
+class OnnxEngine:
+    """K streams, one `session.run` per tick. frames: (K, H, W, 3) BGR uint8 of the size the graph was exported for."""
+
+    def __init__(self, path: str | Path, streams: int = 1, threads: int = 1) -> None:
+        ort = _ort()
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"no such graph file: {path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(threads, 1)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own error types: a file that is not a graph
+            raise UserError(f"{path} is not an ONNX graph onnxruntime can load ({str(e).splitlines()[0][:200]})") from None
+        self.meta = decode_meta(self.session.get_modelmeta().custom_metadata_map, path)
+        spec = self.meta["state"]
+        if spec["batch_first"]:
+            raise UserError(f"{path} is the graph of a Triton model repository (batch-first state); export it with "
+                            "--format onnx to run it here")
+        self.streams, self.classes = streams, list(self.meta["classes"])
+        self.size = tuple(self.meta["frame_size"])  # (h, w)
+        self.names = list(spec["names"])
+        self.state = [np.zeros((spec["layers"], streams, spec["hidden"]), np.float32) for _ in self.names]
+        self.mode = "stateful"
+        self.path = {"device": "cpu float32", "backend": f"onnxruntime {ort.__version__} ({path.name})",
+                     "temporal": "stateful (graph)"}
+
+    def reset(self) -> None:
+        for s in self.state:
+            s[:] = 0.0
+
+    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        frames = np.ascontiguousarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.dtype != np.uint8 or frames.shape[0] != self.streams or frames.shape[-1] != 3:
+            raise ValueError(f"expected ({self.streams}, H, W, 3) BGR uint8 frames, got {frames.shape} {frames.dtype}")
+        if frames.shape[1:3] != self.size:
+            raise UserError(f"the graph was exported for {self.size[1]}x{self.size[0]} frames and the source gives "
+                            f"{frames.shape[2]}x{frames.shape[1]}; export it again with --frame-size "
+                            f"{frames.shape[2]}x{frames.shape[1]}")
+        first = np.zeros(self.streams, bool) if first is None else np.asarray(first, bool)
+        probs, *state = self.session.run(None, {"frames": frames, "first": first, **dict(zip(self.names, self.state))})
+        self.state = state
+        return probs, probs.argmax(-1)
+
+
+class OnnxAgent(SmoothedAgent):
+    """An exported graph deciding for one stream, with the same EMA and hysteresis as `ModelAgent`."""
+
+    kind = "stateful"
+
+    def __init__(self, path: str | Path, smooth_ema: float = 0.0, margin: float = 0.0, threads: int = 1) -> None:
+        self.engine = OnnxEngine(path, 1, threads)
+        self.classes = self.engine.classes
+        trained = self.engine.meta.get("trained", {})
+        # A model trained on single frames decides from each frame alone: its state is reset every tick.
+        self.every_frame_first = trained.get("mode") == "windowed" and int(trained.get("seq_len", 16)) == 1
+        self.ema_alpha, self.margin = smooth_ema, margin
+
+    def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
+        return self.engine(image[None], [first or self.every_frame_first])[0][0]
