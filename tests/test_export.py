@@ -16,6 +16,7 @@ pytest.importorskip("onnxscript")
 
 from stream_predictor import load_config  # noqa: E402
 from stream_predictor.config import ModelConfig  # noqa: E402
+from stream_predictor.errors import UserError  # noqa: E402
 from stream_predictor.model import build_model, load_model, save_model  # noqa: E402
 from stream_predictor.model.export import export_onnx, frame_size_of, read_meta  # noqa: E402
 from stream_predictor.runtime.agent import ModelAgent  # noqa: E402
@@ -218,3 +219,29 @@ def test_triton_repository_config_and_sequence_batching_equal_separate_predictor
         with torch.inference_mode(), Predictor(model, Frames(frames, starts[c])) as p:
             want = [t.probs for t in p]
         np.testing.assert_allclose(np.array(got[c]), np.array(want), atol=1e-5, err_msg=f"stream {c}")
+
+
+def test_the_onnxruntime_backend_decides_as_torch_and_exports_once(tmp_path, caplog):
+    model = load_model(PONG)
+    frames = pong_frames(60, seed=13)
+    cfg = load_config(overrides=["predict.backend=onnxruntime", f"predict.onnx_cache={tmp_path / 'cache'}"])
+    runs = []
+    for config in (cfg, cfg, load_config()):
+        with torch.inference_mode(), Predictor.from_config(model, config, Frames(frames, {0})) as p:
+            runs.append(([t.probs for t in p], p.summary()["engine"]))
+    assert "onnxruntime" in runs[0][1] and "onnxruntime" in runs[1][1] and "oneDNN" in runs[2][1]
+    np.testing.assert_allclose(np.array(runs[0][0]), np.array(runs[2][0]), atol=1e-5)
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 1  # exported for the first run, reused by the second
+    assert len([r for r in caplog.records if "exporting the model" in r.getMessage()]) == 1
+
+
+def test_a_model_the_backend_cannot_take(tmp_path, caplog):
+    windowed = build_model(ModelConfig(input_size=[48, 48], hidden=16, feature_dim=32))
+    windowed.trained = {"mode": "windowed", "seq_len": 8}
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 3
+    strict = load_config(overrides=["predict.backend=onnxruntime"])
+    with pytest.raises(UserError, match="cannot run this model: the model decides windowed"):
+        Predictor.from_config(windowed, strict, Frames(frames, {0}))
+    with Predictor.from_config(windowed, load_config(overrides=["predict.backend=auto"]), Frames(frames, {0})) as p:
+        assert len(list(p)) == 3 and "windowed" in p.summary()["mode"]
+    assert any("torch runs the model (the model decides windowed)" in r.getMessage() for r in caplog.records)

@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--windows", default="8,16,32", help="window sizes N for the recompute baseline")
     p.add_argument("--repeats", type=int, default=5, help="repeats per figure (the median is reported)")
     p.add_argument("--only", default="per_tick,threads,streams,latency,capture,sources,train",
-                   help="which parts to run, comma-separated (also: parity)")
+                   help="which parts to run, comma-separated (also: parity, web, backends)")
+    p.add_argument("--weights", default="weights/pong.safetensors", help="backends: the weights to compare on")
 
 
 def _table(rows: list[dict]) -> str:
@@ -86,8 +87,14 @@ def _web(args, encoders, windows, targets, cfg):
         bench.web_cost(bench.default_bench_model("nature_cnn"), repeats=args.repeats)
 
 
+def _backends(args, encoders, windows, targets, cfg):
+    return (f"backends: {args.weights}, 300 real Pong frames, uint8 frame → probabilities, one stream, "
+            f"{cfg.predict.threads} thread(s)"), bench.backends(args.weights, repeats=args.repeats)
+
+
 PARTS = {"per_tick": _per_tick, "threads": _threads, "streams": _streams, "parity": _parity, "capture": _capture,
-         "sources": _sources, "latency": _latency, "train": _train, "web": _web}
+         "sources": _sources, "latency": _latency, "train": _train, "web": _web,
+         "backends": _backends}
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

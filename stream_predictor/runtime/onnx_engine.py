@@ -93,3 +93,45 @@ class OnnxAgent(SmoothedAgent):
 
     def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
         return self.engine(image[None], [first or self.every_frame_first])[0][0]
+
+
+class ExportedAgent(SmoothedAgent):
+    """A torch model run as its exported graph: exported for the first frame's size (once; kept in `onnx_cache`, named
+    by a digest of the weights, the config and the size), then an `OnnxAgent`'s work."""
+
+    kind = "stateful"
+
+    def __init__(self, model, cfg) -> None:
+        self.model, self.cfg, self.classes = model, cfg, list(model.classes)
+        self.ema_alpha, self.margin = cfg.ema, cfg.hysteresis
+        self.engine: OnnxEngine | _Pending = _Pending()
+
+    def graph_for(self, size: tuple[int, int]) -> Path:
+        import hashlib
+        import json
+
+        from ..config import to_dict
+        from ..model.export import export_onnx
+
+        digest = hashlib.sha1(json.dumps([to_dict(self.model.cfg), list(size)]).encode())
+        for value in self.model.state_dict().values():
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        path = Path(self.cfg.onnx_cache) / f"{digest.hexdigest()[:16]}-{size[1]}x{size[0]}.onnx"
+        if not path.exists():
+            log.warning("exporting the model to ONNX for onnxruntime, once for %dx%d frames: %s", size[1], size[0], path)
+            export_onnx(self.model, path, size)
+        return path
+
+    def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
+        if isinstance(self.engine, _Pending) or self.engine.size != image.shape[:2]:
+            self.engine = OnnxEngine(self.graph_for(image.shape[:2]), 1, self.cfg.threads)
+        return self.engine(image[None], [first])[0][0]
+
+
+class _Pending:
+    """The engine before the first frame: nothing to reset yet."""
+
+    path = {"backend": "onnxruntime (the graph is exported at the first frame)"}
+
+    def reset(self) -> None:
+        pass

@@ -13,12 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..sources import Source, open_source
-from .agent import Agent, ModelAgent, resolve_mode
+from .agent import Agent, ModelAgent, model_agent, resolve_mode
 from .capture import CaptureThread
 from .ring import RingFrame
 from .tick import CallbackSink, Sink, Tick, Timings
@@ -57,7 +57,7 @@ class Predictor:
         if isinstance(model, Agent):
             self.agent = model
         else:
-            self.agent = ModelAgent(model.eval(), mode, window, ema, hysteresis, p.dtype, p.graph, p.fast_cpu)
+            self.agent = model_agent(model.eval(), replace(p, ema=ema, hysteresis=hysteresis), mode, window)
         self.mode = self.agent.kind
         self.tick_hz = tick_hz
         self.sinks = [s if isinstance(s, Sink) else CallbackSink(s) for s in sinks]  # a plain function is a sink too

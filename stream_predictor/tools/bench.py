@@ -308,3 +308,69 @@ def web_cost(model: StreamModel, fps: float = 60.0, frames: int = 900, repeats: 
                      "p99_ratio": round(p99 / base99, 2), "skipped": statistics.median(s["skipped"] for s in summaries),
                      "sent": statistics.median(s.get("web", {}).get("sent", 0) for s in summaries)})
     return rows
+
+
+def backends(weights: str | Path, frames: int = 300, repeats: int = 5, window: int = 16) -> list[dict]:
+    """The same network on the same real game frames, uint8 frame → probabilities, one stream, by contender: our engine
+    (fast path), the eager module, the exported graph in onnxruntime, and the eager recompute over the last `window`
+    frames. Interleaved repeats; the median ms per tick of each, and its ratio to ours."""
+    from ..model import load_model
+    from ..sources import open_source as _open
+
+    model = load_model(weights).eval()
+    src = _open("ale:Pong?seed=5", _bench_source_config())
+    images = [src.read().image.copy() for _ in range(frames)]
+    src.close()
+    engine = TickEngine(model, 1)
+    state = [model.init_state(1)]
+    clip: list[torch.Tensor] = []
+
+    def ours(image) -> None:
+        engine(image[None], [False])
+
+    def eager(image) -> None:
+        logits, state[0] = model.step(model.preprocess(image)[None], state[0])
+        torch.softmax(logits, -1)
+
+    def recompute(image) -> None:
+        clip.append(model.preprocess(image))
+        del clip[:-window]
+        torch.softmax(model(torch.stack(clip)[None])[:, -1], -1)
+
+    ours(images[0])  # builds the engine, which then says which path it took
+    contenders: dict[str, tuple[Callable, str]] = {
+        "ours: TickEngine": (ours, ", ".join(f"{k}: {v}" for k, v in engine.path.items())),
+        "eager module (preprocess, encode, step)": (eager, "torch modules"),
+        f"recompute over the last {window} frames": (recompute, "torch modules"),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            from ..model.export import export_onnx
+            from ..runtime.onnx_engine import OnnxEngine
+
+            graph, _ = export_onnx(model, Path(tmp) / "step.onnx", images[0].shape[:2])
+            ort_engine = OnnxEngine(graph, 1, torch.get_num_threads())
+            contenders["onnxruntime, the exported graph"] = (lambda image: ort_engine(image[None], [False]),
+                                                             ort_engine.path["backend"])
+        except ImportError as e:
+            contenders[f"onnxruntime (not run: {e.name} is not installed)"] = (None, "")
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        with torch.inference_mode():
+            for _ in range(repeats):
+                for name, (fn, _) in contenders.items():
+                    if fn is None:
+                        continue
+                    t0 = time.perf_counter()
+                    for image in images:
+                        fn(image)
+                    times[name].append((time.perf_counter() - t0) / len(images) * 1000)
+    base = statistics.median(times["ours: TickEngine"])
+    return [{"contender": name, "ms_per_tick": round(statistics.median(times[name]), 3) if times[name] else None,
+             "vs_ours": round(statistics.median(times[name]) / base, 2) if times[name] else None, "path": path}
+            for name, (_, path) in contenders.items()]
+
+
+def _bench_source_config():
+    from ..config import SourceConfig
+
+    return SourceConfig()
