@@ -245,3 +245,20 @@ def test_a_model_the_backend_cannot_take(tmp_path, caplog):
     with Predictor.from_config(windowed, load_config(overrides=["predict.backend=auto"]), Frames(frames, {0})) as p:
         assert len(list(p)) == 3 and "windowed" in p.summary()["mode"]
     assert any("torch runs the model (the model decides windowed)" in r.getMessage() for r in caplog.records)
+
+
+def test_multipredictor_on_onnxruntime_batches_streams_as_torch_does(tmp_path):
+    from stream_predictor import MultiPredictor
+
+    model = load_model(PONG)
+    videos = [write_video(tmp_path / f"v{i}.avi", frames=30 + 10 * i, size=(160, 210)) for i in range(3)]
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        cfg = load_config(overrides=[f"predict.backend={backend}", f"predict.onnx_cache={tmp_path / 'cache'}"])
+        with MultiPredictor(model, [str(v) for v in videos], config=cfg) as mp:
+            results[backend] = [[None if t is None else t.probs for t in ticks] for ticks in mp]
+        assert mp.backend == backend and mp.engine.streams == 3
+    assert len(results["torch"]) == len(results["onnxruntime"]) == 50
+    for a, b in zip(results["torch"], results["onnxruntime"]):
+        assert [x is None for x in a] == [x is None for x in b]
+        np.testing.assert_allclose([x for x in a if x], [x for x in b if x], atol=1e-5)

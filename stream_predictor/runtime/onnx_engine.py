@@ -95,6 +95,25 @@ class OnnxAgent(SmoothedAgent):
         return self.engine(image[None], [first or self.every_frame_first])[0][0]
 
 
+def exported_graph(model, cfg, size: tuple[int, int]) -> Path:
+    """The model's graph for frames of `size` (h, w): from `cfg.onnx_cache`, where it is named by a digest of the
+    weights, the config and the size, or exported there now (once)."""
+    import hashlib
+    import json
+
+    from ..config import to_dict
+    from ..model.export import export_onnx
+
+    digest = hashlib.sha1(json.dumps([to_dict(model.cfg), list(size)]).encode())
+    for value in model.state_dict().values():
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    path = Path(cfg.onnx_cache) / f"{digest.hexdigest()[:16]}-{size[1]}x{size[0]}.onnx"
+    if not path.exists():
+        log.warning("exporting the model to ONNX for onnxruntime, once for %dx%d frames: %s", size[1], size[0], path)
+        export_onnx(model, path, size)
+    return path
+
+
 class ExportedAgent(SmoothedAgent):
     """A torch model run as its exported graph: exported for the first frame's size (once; kept in `onnx_cache`, named
     by a digest of the weights, the config and the size), then an `OnnxAgent`'s work."""
@@ -106,25 +125,9 @@ class ExportedAgent(SmoothedAgent):
         self.ema_alpha, self.margin = cfg.ema, cfg.hysteresis
         self.engine: OnnxEngine | _Pending = _Pending()
 
-    def graph_for(self, size: tuple[int, int]) -> Path:
-        import hashlib
-        import json
-
-        from ..config import to_dict
-        from ..model.export import export_onnx
-
-        digest = hashlib.sha1(json.dumps([to_dict(self.model.cfg), list(size)]).encode())
-        for value in self.model.state_dict().values():
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-        path = Path(self.cfg.onnx_cache) / f"{digest.hexdigest()[:16]}-{size[1]}x{size[0]}.onnx"
-        if not path.exists():
-            log.warning("exporting the model to ONNX for onnxruntime, once for %dx%d frames: %s", size[1], size[0], path)
-            export_onnx(self.model, path, size)
-        return path
-
     def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
         if isinstance(self.engine, _Pending) or self.engine.size != image.shape[:2]:
-            self.engine = OnnxEngine(self.graph_for(image.shape[:2]), 1, self.cfg.threads)
+            self.engine = OnnxEngine(exported_graph(self.model, self.cfg, image.shape[:2]), 1, self.cfg.threads)
         return self.engine(image[None], [first])[0][0]
 
 
