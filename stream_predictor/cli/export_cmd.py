@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-size", help="WxH of the frames the graph takes (default: the source size recorded with the weights)")
     p.add_argument("--name", help="triton: the model's name in the repository (default: the weights file's name)")
     p.add_argument("--max-batch", type=int, default=64, help="triton: the most streams batched into one call (default 64)")
+    p.add_argument("--int8", action="store_true",
+                   help="onnx: int8 weights for the fully connected layers (4x fewer bytes per tick; see docs/serving.md)")
     p.add_argument("--json", action="store_true", help="last stdout line is the result as JSON")
 
 
@@ -37,8 +39,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     model = load_model(args.weights)
     size = frame_size_of(model, args.frame_size)
     t0 = time.monotonic()
+    if args.int8 and args.format != "onnx":
+        raise UserError("--int8 is for --format onnx")
     if args.format == "onnx":
-        out, diff = export_onnx(model, args.out, size)
+        out, diff = export_onnx(model, args.out, size, int8=args.int8)
         files = [out]
     else:
         name = args.name or Path(args.weights).stem

@@ -48,7 +48,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     weights = Path(args.weights or pc.weights)
     if not weights.exists() and not weights.is_absolute() and (CONFIG_DIR.parent / weights).exists():
         weights = CONFIG_DIR.parent / weights  # the shipped weights, wherever run.py is started from
-    model = load_model(weights, cfg.predict.device)
+    if weights.suffix.lower() == ".onnx":  # an exported graph, in onnxruntime
+        if args.via == "desktop":
+            raise UserError("play --via desktop takes .safetensors weights")
+        from ..runtime.onnx_engine import OnnxAgent
+
+        p = cfg.predict
+        model = OnnxAgent(weights, p.ema, p.hysteresis, p.threads)
+    else:
+        model = load_model(weights, cfg.predict.device)
     if args.via == "desktop":
         result = play_desktop(model, cfg, spec, episodes, seed, args.private_display, args.logs, not args.fixed_phase)
     else:

@@ -44,7 +44,7 @@ def mean_and_sem(scores: list[float]) -> tuple[float | None, float | None]:
     return sum(scores) / len(scores), sem
 
 
-def play(player: StreamModel | str, cfg: Config, spec: str, episodes: int, seed: int, mode: str = "fast",
+def play(player: StreamModel | Agent | str, cfg: Config, spec: str, episodes: int, seed: int, mode: str = "fast",
          print_every: int = 0, record: str | None = None, sink_specs: Sequence[str] = (), video: str | None = None) -> dict:
     """Play `episodes` episodes from `seed` with a model (deciding as `predict.*` says) or "expert" (the RAM expert).
 
@@ -52,7 +52,8 @@ def play(player: StreamModel | str, cfg: Config, spec: str, episodes: int, seed:
     """
     game = open_game(spec, cfg, seed, mode)
     try:
-        agent: Agent = ExpertAgent(game, cfg.expert) if isinstance(player, str) else ModelAgent.from_config(player, cfg.predict)
+        agent: Agent = (ExpertAgent(game, cfg.expert) if isinstance(player, str) else player if isinstance(player, Agent)
+                        else ModelAgent.from_config(player, cfg.predict))
         sinks: list[Sink] = [ActionSink(game, agent.classes, episodes)]
         sinks += open_sinks(sink_specs, agent.classes, cfg)
         if video:

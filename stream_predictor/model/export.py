@@ -102,9 +102,14 @@ def example_inputs(model: StreamModel, size: tuple[int, int], streams: int, trit
     return frames, first, *state
 
 
-def export_onnx(model: StreamModel, out: str | Path, size: tuple[int, int], triton: bool = False) -> tuple[Path, float | None]:
+def export_onnx(model: StreamModel, out: str | Path, size: tuple[int, int], triton: bool = False,
+                int8: bool = False) -> tuple[Path, float | None]:
     """Write the tick graph for frames of `size` (h, w) to `out`; returns the path and the largest log-probability
-    difference to the torch model that `verify` measured (None without onnxruntime)."""
+    difference to the torch model that `verify` measured (None without onnxruntime).
+
+    `int8`: the weights of the fully connected layers (the fc after the convolutions is 6.4 of nature_cnn's 10 MB, and
+    streams from memory every tick) are stored as int8 and multiplied as such (onnxruntime's dynamic quantisation);
+    such a graph must be judged on real frames (docs/serving.md) rather than held to float32 precision."""
     import onnx
 
     check_exportable(model)
@@ -123,6 +128,7 @@ def export_onnx(model: StreamModel, out: str | Path, size: tuple[int, int], trit
     if triton:
         proto.graph.input.append(onnx.helper.make_tensor_value_info("corrid", onnx.TensorProto.UINT64, ["K", 1]))
     meta = {"format": FORMAT, "classes": json.dumps(model.classes), "frame_size": json.dumps(list(size)),
+            "precision": json.dumps("int8 weights (fully connected layers)" if int8 else "float32"),
             "model_config": json.dumps({k: v for k, v in _config(model).items()}), "trained": json.dumps(model.trained),
             "state": json.dumps({"names": inputs_, "layers": model.cfg.layers, "hidden": model.cfg.hidden,
                                  "batch_first": triton})}
@@ -133,8 +139,29 @@ def export_onnx(model: StreamModel, out: str | Path, size: tuple[int, int], trit
     out = Path(out)
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
-        diff = verify(model, tmp, size, triton)  # a graph that disagrees with the model is never put in place
+        if int8:
+            quantize(tmp, meta)
+        # A float32 graph that disagrees with the model is never put in place. An int8 one is only run here (on made-up
+        # frames its answers move far): judge it on real frames, as docs/serving.md does (classes, then scores).
+        diff = verify(model, tmp, size, triton, tol=float("inf") if int8 else 1e-3)
     return out, diff
+
+
+def quantize(path: Path, meta: dict) -> None:
+    """The Gemm/MatMul weights of the graph at `path` to int8, in place (onnxruntime.quantization), keeping the metadata."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    q = path.with_name(path.name + ".int8")
+    try:
+        quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, op_types_to_quantize=["Gemm", "MatMul"])
+        proto = onnx.load(str(q))
+        del proto.metadata_props[:]
+        for key, value in meta.items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.save(proto, str(path))
+    finally:
+        q.unlink(missing_ok=True)
 
 
 def _config(model: StreamModel) -> dict:
