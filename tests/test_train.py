@@ -102,7 +102,8 @@ def test_max_steps_and_label_delay(motion, tmp_path):
     m = train(cfg_for(motion, "train.seq_len=4", "train.max_steps=7", "train.label_delay=3", "train.stride=2"), [str(motion / "a")],
               tmp_path / "d.safetensors", progress=False)
     assert m["steps"] == 7
-    assert load_model(tmp_path / "d.safetensors").trained == {"mode": "windowed", "seq_len": 4, "label_delay": 3, "stride": 2}
+    assert load_model(tmp_path / "d.safetensors").trained == {"mode": "windowed", "seq_len": 4, "label_delay": 3, "stride": 2,
+                                                                "source_size": [48, 64]}
     pre = Preprocess([48, 64], True, [], [0.5], [0.5])
     plain = load_data([motion / "a"], pre, motion / "cache", progress=False)
     delayed = load_data([motion / "a"], pre, motion / "cache", label_delay=3, stride=2, progress=False)

@@ -30,7 +30,7 @@ import numpy as np
 from ..config import Config, KeysConfig
 from ..errors import SourceError, UserError
 from ..model import StreamModel
-from ..runtime.agent import ModelAgent
+from ..runtime.backends import model_agent
 from ..runtime.predictor import Predictor
 from ..runtime.tick import Sink, Tick
 from ..sinks.keys import KeySink
@@ -135,7 +135,7 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
     if spec.kind != "ale" or set(spec.options) - {"max_episode_steps"}:
         raise UserError(f"play --via desktop needs a game such as ale:Pong (options: max_episode_steps), not '{game}'")
     name, episode_steps = spec.target, int(spec.options.get("max_episode_steps", cfg.source.max_episode_steps))
-    agent = ModelAgent.from_config(model, cfg.predict)
+    agent = model_agent(model, cfg.predict)
     keys = KeysConfig(preset="none", map=class_keys(name, agent.classes), backend=cfg.keys.backend, pause_key="")
     out = Path(log_dir or tempfile.mkdtemp(prefix="sp-desktop-"))
     out.mkdir(parents=True, exist_ok=True)

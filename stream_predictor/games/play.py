@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from ..config import Config
 from ..errors import UserError
 from ..model import StreamModel
-from ..runtime.agent import Agent, ModelAgent
+from ..runtime.agent import Agent
+from ..runtime.backends import model_agent
 from ..runtime.predictor import Predictor
 from ..runtime.tick import CallbackSink, Sink
 from ..sinks import open_sinks
@@ -53,7 +54,7 @@ def play(player: StreamModel | Agent | str, cfg: Config, spec: str, episodes: in
     game = open_game(spec, cfg, seed, mode)
     try:
         agent: Agent = (ExpertAgent(game, cfg.expert) if isinstance(player, str) else player if isinstance(player, Agent)
-                        else ModelAgent.from_config(player, cfg.predict))
+                        else model_agent(player, cfg.predict))
         sinks: list[Sink] = [ActionSink(game, agent.classes, episodes)]
         sinks += open_sinks(sink_specs, agent.classes, cfg)
         if video:

@@ -22,7 +22,8 @@ from ..config import Config
 from ..errors import UserError
 from ..games.agents import action_table
 from ..model import load_model
-from ..runtime.agent import ModelAgent
+from ..runtime.agent import Agent
+from ..runtime.backends import model_agent
 from ..runtime.capture import CaptureThread
 from ..session import SessionWriter, check_new_session
 from ..sources import open_source, parse_spec
@@ -95,7 +96,7 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
             "classes": {c: counts[c] for c in labeller.classes}, "skipped": skipped, **source.summary()}
 
 
-def _player(cfg: Config, source, classes: list[str]) -> tuple[ModelAgent | None, list[int]]:
+def _player(cfg: Config, source, classes: list[str]) -> tuple[Agent | None, list[int]]:
     """Who plays a game while it is recorded: (the policy model's agent or None for the labeller itself, the
     action of each class). Not a game: (None, [])."""
     if not isinstance(source, AleGame):
@@ -108,7 +109,7 @@ def _player(cfg: Config, source, classes: list[str]) -> tuple[ModelAgent | None,
         if model.classes != classes:
             raise UserError(f"policy classes {model.classes} differ from the labeller's {classes}")
         torch.set_num_threads(cfg.predict.threads)  # one thread: a second one fights the capture thread for the core
-        policy = ModelAgent.from_config(model, cfg.predict)
+        policy = model_agent(model, cfg.predict)
     return policy, action_table(source, classes)
 
 

@@ -10,7 +10,6 @@ as it plays.
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,8 +17,6 @@ import numpy as np
 
 from ..config import PredictConfig
 from .smoothing import ema, hysteresis
-
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the model's modules import torch; an exported graph's agent (onnx_engine.py) runs without it
     from ..model.stream_model import StreamModel
@@ -102,9 +99,10 @@ class ModelAgent(SmoothedAgent):
         self.engine = TickEngine(model, 1, dtype, graph if on_cuda else False, fast_cpu, mode, window)
 
     @classmethod
-    def from_config(cls, model: StreamModel, cfg: PredictConfig) -> SmoothedAgent:
-        """The model's agent on the configured backend (`model_agent`)."""
-        return model_agent(model, cfg)
+    def from_config(cls, model: StreamModel, cfg: PredictConfig) -> ModelAgent:
+        """On torch's engine whatever `cfg.backend` says; `backends.model_agent` follows it."""
+        mode, window = resolve_mode(model, cfg)
+        return cls(model, mode, window, cfg.ema, cfg.hysteresis, cfg.dtype, cfg.graph, cfg.fast_cpu)
 
     def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
         return self.engine(image[None], [first])[0][0]
@@ -114,37 +112,3 @@ class ModelAgent(SmoothedAgent):
         import torch
 
         return torch.inference_mode()
-
-
-def resolve_backend(model: StreamModel, cfg: PredictConfig, mode: str) -> str:
-    """"torch" or "onnxruntime", as `cfg.backend` says. Under `auto` a model onnxruntime cannot take (windowed, on a GPU,
-    onnxruntime or the exporter not installed) stays on torch with a warning saying why; `onnxruntime` refuses it."""
-    if cfg.backend == "torch":
-        return "torch"
-    import importlib.util
-
-    reasons = [why for bad, why in (
-        (mode != "stateful", f"the model decides {mode}"),
-        (model.head.weight.device.type != "cpu", "the model is on a GPU"),
-        (any(importlib.util.find_spec(m) is None for m in ("onnxruntime", "onnx", "onnxscript")),
-         "onnxruntime, onnx and onnxscript are not all installed (pip install -e '.[export]')")) if bad]
-    if reasons and cfg.backend == "onnxruntime":
-        from ..errors import UserError
-
-        raise UserError(f"predict.backend=onnxruntime cannot run this model: {'; '.join(reasons)}")
-    if reasons:
-        log.warning("predict.backend=auto: torch runs the model (%s)", "; ".join(reasons))
-        return "torch"
-    return "onnxruntime"
-
-
-def model_agent(model: StreamModel, cfg: PredictConfig, mode: str | None = None, window: int | None = None) -> SmoothedAgent:
-    """The agent for a model on the backend `cfg.backend` resolves to: torch's engine, or the model's exported graph in
-    onnxruntime."""
-    if mode is None or window is None:
-        mode, window = resolve_mode(model, cfg)
-    if resolve_backend(model, cfg, mode) == "onnxruntime":
-        from .onnx_engine import ExportedAgent
-
-        return ExportedAgent(model, cfg)
-    return ModelAgent(model, mode, window, cfg.ema, cfg.hysteresis, cfg.dtype, cfg.graph, cfg.fast_cpu)

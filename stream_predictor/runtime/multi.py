@@ -18,7 +18,8 @@ from ..config import Config
 from ..errors import UserError
 from ..model.stream_model import StreamModel
 from ..sources import Source, open_source
-from .agent import resolve_backend, resolve_mode
+from .agent import resolve_mode
+from .backends import resolve_backend
 from .capture import CaptureThread
 from .engine import TickEngine
 from .onnx_engine import OnnxEngine, exported_graph

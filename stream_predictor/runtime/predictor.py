@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..sources import Source, open_source
-from .agent import Agent, ModelAgent, model_agent, resolve_mode
+from .agent import Agent, ModelAgent, resolve_mode
+from .backends import model_agent
 from .capture import CaptureThread
 from .ring import RingFrame
 from .tick import CallbackSink, Sink, Tick, Timings
