@@ -26,6 +26,16 @@ from ..sinks import CallbackSink, JsonlSink
 from .rtsp_pattern import read_stamp
 
 
+def threads_left(before: set[threading.Thread], grace_s: float = 5.0) -> int:
+    """Threads alive now, after giving those started since `before` up to `grace_s` to finish (a loaded machine can be
+    slow to schedule a thread that was told to stop)."""
+    deadline = time.monotonic() + grace_s
+    for t in set(threading.enumerate()) - before:
+        if t is not threading.current_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+    return threading.active_count()
+
+
 def rss_mb() -> float:
     """Current resident set size (Linux: /proc; elsewhere the peak, which can only overstate growth)."""
     try:
@@ -78,7 +88,7 @@ def soak_live(spec: str, seconds: float, cfg: Config, tick_ms: float = 0.0, stam
         if tick_ms:
             pause.wait(tick_ms / 1000)  # the slow model
 
-    threads_before, fds_before = threading.active_count(), open_fds()
+    threads_before, fds_before, running = threading.active_count(), open_fds(), set(threading.enumerate())
     p = Predictor.from_config(_soak_model((160, 120)), cfg, spec, sinks=[CallbackSink(watch)], keep_frames=stamped,
                               replay="realtime")
     try:
@@ -99,7 +109,7 @@ def soak_live(spec: str, seconds: float, cfg: Config, tick_ms: float = 0.0, stam
         "unstamped": unstamped[0] if stamped else None,
         "rss_mb_start": round(warm[0], 1), "rss_mb_end": round(warm[-1], 1),
         "rss_growth_pct": round(100 * (warm[-1] - warm[0]) / warm[0], 2),
-        "threads_before": threads_before, "threads_after": threading.active_count(),
+        "threads_before": threads_before, "threads_after": threads_left(running),
         "fds_before": fds_before, "fds_after": open_fds(),
     }
 
@@ -120,7 +130,7 @@ def soak(frames: int = 100_000, size: tuple[int, int] = (64, 48), sample_every: 
             if progress:
                 progress(tick.seq)
 
-    threads_before, fds_before = threading.active_count(), open_fds()
+    threads_before, fds_before, running = threading.active_count(), open_fds(), set(threading.enumerate())
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ticks.jsonl"
         spec = f"synthetic:bounce?fps=0&frames={frames}&width={size[0]}&height={size[1]}"
@@ -137,7 +147,7 @@ def soak(frames: int = 100_000, size: tuple[int, int] = (64, 48), sample_every: 
         "accounted": s["captured"] == s["frames"] + s["skipped"], "jsonl_lines": lines,
         "rss_mb_start": round(base[0], 1), "rss_mb_end": round(base[-1], 1), "rss_mb_max": round(max(base), 1),
         "rss_growth_pct": round(100 * (base[-1] - base[0]) / base[0], 2),
-        "threads_before": threads_before, "threads_after": threading.active_count(),
+        "threads_before": threads_before, "threads_after": threads_left(running),
         "fds_before": fds_before, "fds_after": open_fds(),
         "seconds": round(seconds, 1), "fps": round(s["frames"] / seconds, 1),
         "latency_ms_p50": s["latency_ms_p50"], "latency_ms_p99": s["latency_ms_p99"],
