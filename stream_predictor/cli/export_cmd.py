@@ -36,11 +36,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     if not 1 <= args.max_batch <= 65536:
         raise UserError(f"--max-batch must be between 1 and 65536, got {args.max_batch}")
+    if args.int8 and args.format != "onnx":
+        raise UserError("--int8 is for --format onnx")
     model = load_model(args.weights)
     size = frame_size_of(model, args.frame_size)
     t0 = time.monotonic()
-    if args.int8 and args.format != "onnx":
-        raise UserError("--int8 is for --format onnx")
     if args.format == "onnx":
         out, diff = export_onnx(model, args.out, size, int8=args.int8)
         files = [out]

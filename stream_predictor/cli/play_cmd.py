@@ -53,8 +53,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             raise UserError("play --via desktop takes .safetensors weights")
         from ..runtime.onnx_engine import OnnxAgent
 
-        p = cfg.predict
-        model = OnnxAgent(weights, p.ema, p.hysteresis, p.threads)
+        model = OnnxAgent.from_config(weights, cfg.predict)
     else:
         model = load_model(weights, cfg.predict.device)
     if args.via == "desktop":

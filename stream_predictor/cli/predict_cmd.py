@@ -34,8 +34,7 @@ def model_from_args(weights: str | None, cfg: Config):
     if weights and weights.lower().endswith(".onnx"):
         from ..runtime.onnx_engine import OnnxAgent
 
-        p = cfg.predict
-        return OnnxAgent(weights, p.ema, p.hysteresis, p.threads)
+        return OnnxAgent.from_config(weights, cfg.predict)
     from ..model import build_model, load_model
 
     if weights:

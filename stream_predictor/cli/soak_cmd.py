@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         result = soak_live(args.source, args.seconds, cfg, args.tick_ms, args.stamped,
                            progress=lambda t: bar.update(int(t) - bar.n))
         bar.close()
-        return report(result, args.json, result["accounted"] and result["threads_after"] == result["threads_before"])
+        return report(result, args.json)
     bar = tqdm(total=args.frames, unit="frame", leave=False)
 
     def progress(seq: int) -> None:
@@ -43,9 +43,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     result = soak(args.frames, replay=args.replay, progress=progress)
     bar.close()
-    return report(result, args.json, result["accounted"] and result["threads_after"] == result["threads_before"])
+    return report(result, args.json)
 
 
-def report(result: dict, as_json: bool, ok: bool) -> int:
+def report(result: dict, as_json: bool) -> int:
+    """Print the result; exit code 1 unless every frame is accounted for and no thread was left behind."""
     print(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
-    return 0 if ok else 1
+    return 0 if result["accounted"] and result["threads_after"] == result["threads_before"] else 1

@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +109,7 @@ class Data:
     firsts: list[np.ndarray]  # each (N_i,) bool: an episode starts at this frame (always the first)
     names: list[str]
     classes: list[str]
+    sizes: list[tuple[int | None, int | None]] = field(default_factory=list)  # each session's (h, w), from meta.yaml
 
     @property
     def frames(self) -> int:
@@ -132,7 +133,8 @@ def load_data(dirs: list[str | Path], pre: Preprocess, cache_dir: str | Path, la
         pixels.append(cached_pixels(s, pre, cache_dir, progress)[:n:stride])
         targets.append(y)
         firsts.append(first)
-    return Data(pixels, targets, firsts, [str(s.dir) for s in sessions], classes)
+    return Data(pixels, targets, firsts, [str(s.dir) for s in sessions], classes,
+                [(s.meta.get("height"), s.meta.get("width")) for s in sessions])
 
 
 def episodes(first: np.ndarray) -> list[tuple[int, int]]:

@@ -31,7 +31,6 @@ from ..errors import UserError
 from ..files import atomic_path, remove_leftovers
 from ..model import StreamModel, build_model, load_model, save_model
 from ..model.preprocess import Preprocess
-from ..session import load_session
 from .board import log_png, log_scalars, open_board
 from .data import Data, LaneSampler, WindowSampler, load_data, split_sessions
 from .metrics import confusion, plot_confusion, plot_curves, scores
@@ -236,7 +235,7 @@ def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str
             raise UserError(f"train.init {tc.init} has model config {start.cfg}, which differs from {model_cfg}")
         model.load_state_dict(start.state_dict())
     model.trained = {"mode": tc.mode, "seq_len": tc.seq_len, "label_delay": tc.label_delay, "stride": tc.stride}
-    sizes = {(load_session(d).meta.get("height"), load_session(d).meta.get("width")) for d in train_dirs}
+    sizes = set(train_data.sizes)
     if len(sizes) == 1 and None not in next(iter(sizes)):
         model.trained["source_size"] = list(next(iter(sizes)))  # (h, w) of the frames it learnt from: `export`'s default
 

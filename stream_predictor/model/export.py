@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import to_dict
 from ..errors import UserError
 from ..files import atomic_path
 from ..onnx_format import FORMAT, decode_meta
@@ -129,12 +130,10 @@ def export_onnx(model: StreamModel, out: str | Path, size: tuple[int, int], trit
         proto.graph.input.append(onnx.helper.make_tensor_value_info("corrid", onnx.TensorProto.UINT64, ["K", 1]))
     meta = {"format": FORMAT, "classes": json.dumps(model.classes), "frame_size": json.dumps(list(size)),
             "precision": json.dumps("int8 weights (fully connected layers)" if int8 else "float32"),
-            "model_config": json.dumps({k: v for k, v in _config(model).items()}), "trained": json.dumps(model.trained),
+            "model_config": json.dumps(to_dict(model.cfg)), "trained": json.dumps(model.trained),
             "state": json.dumps({"names": inputs_, "layers": model.cfg.layers, "hidden": model.cfg.hidden,
                                  "batch_first": triton})}
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
+    set_meta(proto, meta)
     onnx.checker.check_model(proto, full_check=True)
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -156,18 +155,17 @@ def quantize(path: Path, meta: dict) -> None:
     try:
         quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, op_types_to_quantize=["Gemm", "MatMul"])
         proto = onnx.load(str(q))
-        del proto.metadata_props[:]
-        for key, value in meta.items():
-            proto.metadata_props.add(key=key, value=value)
+        set_meta(proto, meta)
         onnx.save(proto, str(path))
     finally:
         q.unlink(missing_ok=True)
 
 
-def _config(model: StreamModel) -> dict:
-    from ..config import to_dict
-
-    return to_dict(model.cfg)
+def set_meta(proto, meta: dict[str, str]) -> None:
+    """The graph's metadata, exactly `meta` (an exporter or quantiser may have written its own)."""
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
 
 
 def verify(model: StreamModel, path: Path, size: tuple[int, int], triton: bool = False, steps: int = 8,

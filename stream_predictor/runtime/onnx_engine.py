@@ -91,6 +91,11 @@ class OnnxAgent(SmoothedAgent):
         self.every_frame_first = trained.get("mode") == "windowed" and int(trained.get("seq_len", 16)) == 1
         self.ema_alpha, self.margin = smooth_ema, margin
 
+    @classmethod
+    def from_config(cls, path: str | Path, cfg) -> OnnxAgent:
+        """With the smoothing and threads of the `predict` config section."""
+        return cls(path, cfg.ema, cfg.hysteresis, cfg.threads)
+
     def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
         return self.engine(image[None], [first or self.every_frame_first])[0][0]
 
