@@ -120,6 +120,25 @@ def test_batched_streams_are_independent_of_each_other(video):
     np.testing.assert_allclose(got[2], offline(model, others[1]).numpy(), atol=1e-5)
 
 
+def test_refresh_takes_new_weights_keeps_the_state_and_reports_no_size_change(video, caplog):
+    frames = decode_all(video)[:12]
+    model = model_for_video(2, frames)
+    engine = TickEngine(model)
+    for t in range(6):
+        engine(frames[t : t + 1], [t == 0])
+    kept = [s.clone() for s in engine.state]
+    with torch.no_grad():
+        model.head.bias.add_(1.0)  # a training step, in effect
+    with caplog.at_level("WARNING"):
+        engine.refresh()
+    assert "frame size changed" not in caplog.text
+    for s, k in zip(engine.state, kept):
+        torch.testing.assert_close(s, k)
+    got = np.stack([engine(frames[t : t + 1], [t == 0])[0][0] for t in range(6, 12)])
+    want = offline(model, frames).numpy()[6:]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_engine_rejects_what_the_cpu_cannot_do_and_bad_frames():
     model = nature()
     with pytest.raises(UserError, match="CUDA"):

@@ -95,7 +95,7 @@ class TickEngine:
         crop = m.preproc.crop
         if crop is not None and (crop[0] + crop[2] > w or crop[1] + crop[3] > h):
             raise UserError(f"frames of {w}x{h} are too small for the model's crop (x, y, w, h) = {list(crop)}")
-        if self._shape is not None:
+        if self._shape not in (None, (h, w)):
             log.warning("frame size changed from %dx%d to %dx%d; the engine rebuilds its buffers and resizes as before",
                         self._shape[1], self._shape[0], w, h)
         pin = dev.type == "cuda"
