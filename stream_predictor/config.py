@@ -58,6 +58,9 @@ class SourceConfig:
 @dataclass(slots=True)
 class ModelConfig:
     encoder: str = "nature_cnn"  # CNN from the encoder registry
+    # torchvision encoders: start from torchvision's default (ImageNet) weights, whose preprocessing then replaces the
+    # model's: RGB, their mean and std, and their 224x224 unless input_size is set to something other than its default
+    pretrained: bool = False
     input_size: Annotated[list[int], R(8, 4096)] = field(default_factory=lambda: [84, 84])  # (h, w) after resizing
     grayscale: bool = True  # one luma channel instead of RGB
     crop: Annotated[list[int], R(0, 16384)] = field(default_factory=list)  # (x, y, w, h) in source pixels, before resizing; [] keeps all
@@ -94,12 +97,15 @@ class PredictConfig:
 @dataclass(slots=True)
 class RecordConfig:
     labeller: Literal["auto", "keyboard", "expert", "oracle"] = "auto"  # auto: expert for ale:, oracle for synthetic:, else keyboard
-    keys: Literal["lsr3", "wasd9"] = "lsr3"  # key preset: left/straight/right (arrows or A/D), or the 9 WASD combinations
+    # key preset: left/straight/right (arrows or A/D), the 9 WASD combinations, or gestures (keys 1-4)
+    keys: Literal["lsr3", "wasd9", "gestures"] = "lsr3"
     segment_frames: Annotated[int, R(1, 10**6)] = 300  # frames per video segment: a crash loses at most the segment being written
     codec: str = "FFV1"  # fourcc of the .avi segments: FFV1 is lossless (training sees what inference sees); MJPG is smaller
     frames: Annotated[int, R(0, 10**12)] = 0  # stop after this many recorded frames (0: until the source ends or Ctrl-C)
     seconds: Annotated[float, R(0, 10**9)] = 0.0  # stop after this long (0: no limit)
     policy: str = ""  # weights of a model that plays while the expert labels (DAgger); empty: the expert plays
+    countdown: Annotated[float, R(0, 600)] = 3.0  # live sources (camera, screen, stream): seconds to get ready, counted down on screen
+    preview: bool = False  # a window showing what is recorded, with the label, the countdown and sink.mirror
 
 
 @dataclass(slots=True)
@@ -123,6 +129,12 @@ class TrainConfig:
     windows_per_epoch: Annotated[int, R(0, 10**12)] = 0  # windowed: windows drawn per epoch (0: frames / seq_len)
     seed: Annotated[int, R(0, 2**31 - 1)] = 0  # seeds sampling, augmentation and initialisation
     init: str = ""  # start from these weights (e.g. the previous DAgger round) instead of random ones
+    freeze_encoder: bool = False  # the CNN keeps its weights (e.g. pretrained ones): each frame is encoded once, cached
+    feature_cache: bool = True  # with freeze_encoder: train on the cached features (false: encode every step; same result, slower)
+    unfreeze_after: Annotated[int, R(0, 10**6)] = 0  # with freeze_encoder: epochs before the CNN trains too (0: never)
+    encoder_lr_scale: Annotated[float, R(0, 1000)] = 0.1  # the CNN's learning rate, relative to lr, once unfrozen
+    # a CNN with batch norm that trains: its statistics recomputed on this many training frames after each epoch (0: off)
+    precise_bn: Annotated[int, R(0, 10**7)] = 2048
     device: str = "auto"  # auto: cuda if available, else cpu
     amp: bool = True  # mixed precision on CUDA
     cache_dir: str = ".cache/frames"  # preprocessed frames, keyed by session and preprocessing
@@ -181,6 +193,7 @@ class SinkConfig:
     host: str = "127.0.0.1"  # where udp:/tcp: sinks send or listen; localhost unless you mean otherwise
     video_fps: Annotated[float, R(0.1, 1000)] = 30.0  # frame rate written by the annotated video sink
     web_port: Annotated[int, R(0, 65535)] = 8765  # port of the `web` sink's page (`web:PORT` names another; 0 picks a free one)
+    mirror: bool = False  # preview and web sinks show frames flipped left to right, as a mirror (a camera facing you)
 
 
 @dataclass(slots=True)

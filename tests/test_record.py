@@ -144,6 +144,8 @@ def test_import_cli(tmp_path):
     (set(), "lsr3", "straight"), ({"a"}, "lsr3", "left"), ({"right"}, "lsr3", "right"), ({"a", "d"}, "lsr3", "straight"),
     (set(), "wasd9", "none"), ({"w"}, "wasd9", "W"), ({"w", "a"}, "wasd9", "WA"), ({"s", "d"}, "wasd9", "SD"),
     ({"w", "s", "a"}, "wasd9", "A"), ({"up", "right"}, "wasd9", "WD"),
+    (set(), "gestures", "none"), ({"1"}, "gestures", "swipe_left"), ({"right"}, "gestures", "swipe_right"),
+    ({"3", "c"}, "gestures", "circle"), ({"h"}, "gestures", "hold"), ({"1", "2"}, "gestures", "none"), ({"x"}, "gestures", "none"),
 ])
 def test_key_presets(pressed, preset, label):
     assert label_from_keys(pressed, preset) == label

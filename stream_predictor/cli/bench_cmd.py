@@ -92,9 +92,14 @@ def _backends(args, encoders, windows, targets, cfg):
             f"{cfg.predict.threads} thread(s)"), bench.backends(args.weights, repeats=args.repeats)
 
 
+def _preprocess(args, encoders, windows, targets, cfg):
+    return f"preprocessing one 210x160 Pong frame ({args.weights}'s crop, luma, resize, round, normalise), 1 thread", \
+        bench.preprocess(args.weights, repeats=args.repeats)
+
+
 PARTS = {"per_tick": _per_tick, "threads": _threads, "streams": _streams, "parity": _parity, "capture": _capture,
          "sources": _sources, "latency": _latency, "train": _train, "web": _web,
-         "backends": _backends}
+         "backends": _backends, "preprocess": _preprocess}
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

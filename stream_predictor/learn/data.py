@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,47 +43,91 @@ def _cache_key(session: Session, pre: Preprocess) -> str:
     return hashlib.sha1(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cached_pixels(session: Session, pre: Preprocess, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
-    """The session's frames after `pre.to_pixels`, uint8 (N, C, h, w), decoding only on the first call."""
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{session.dir.name}-{_cache_key(session, pre)}.npy"
+def _write_npy(path: Path, shape: tuple[int, ...], dtype: type, fill) -> np.ndarray:
+    """Make the .npy file at `path` once: `fill(out)` writes into a memmap of a temporary file beside it, renamed into
+    place when complete (two trainings may build the same cache at once: each has its own temporary file). Returns the
+    file as a read-only memmap."""
     if path.exists():
         return np.load(path, mmap_mode="r")
-    # Each writer has its own temporary file (two trainings may build the same cache at once); the rename is atomic.
-    fd, name = tempfile.mkstemp(dir=cache, prefix=path.stem + ".", suffix=".tmp.npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp.npy")
     os.close(fd)
     tmp = Path(name)
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(session.frames, pre.channels, *pre.size))
-    i, batch = 0, []
-    bar = tqdm(total=session.frames, desc=f"decode {session.dir.name}", unit="f", disable=not progress, leave=False)
-
-    def flush() -> None:
-        nonlocal i, batch
-        if batch:
-            with torch.inference_mode():
-                px = pre.to_pixels(torch.from_numpy(np.stack(batch)))
-            out[i : i + len(batch)] = px.to(torch.uint8).numpy()
-            i += len(batch)
-            bar.update(len(batch))
-            batch = []
-
-    frames = SessionFrames(session)
     try:  # the temporary file goes whatever happens: renamed into place, or removed
-        for image in frames:
-            batch.append(image)
-            if len(batch) == 256:
-                flush()
-        flush()
-        bar.close()
-        if i != session.frames:
-            raise UserError(f"{session.dir}: decoded {i} frames but labels.csv has {session.frames}")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        fill(out)
         out.flush()
+        del out
         tmp.replace(path)
     finally:
-        frames.close()
         tmp.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r")
+
+
+def cached_pixels(session: Session, pre: Preprocess, cache_dir: str | Path, progress: bool = True) -> np.ndarray:
+    """The session's frames after `pre.to_pixels`, uint8 (N, C, h, w), decoding only on the first call."""
+    path = Path(cache_dir) / f"{session.dir.name}-{_cache_key(session, pre)}.npy"
+
+    def fill(out: np.ndarray) -> None:
+        i, batch = 0, []
+        bar = tqdm(total=session.frames, desc=f"decode {session.dir.name}", unit="f", disable=not progress, leave=False)
+
+        def flush() -> None:
+            nonlocal i, batch
+            if batch:
+                with torch.inference_mode():
+                    px = pre.to_pixels(torch.from_numpy(np.stack(batch)))
+                out[i : i + len(batch)] = px.to(torch.uint8).numpy()
+                i += len(batch)
+                bar.update(len(batch))
+                batch = []
+
+        frames = SessionFrames(session)
+        try:
+            for image in frames:
+                batch.append(image)
+                if len(batch) == 256:
+                    flush()
+            flush()
+        finally:
+            frames.close()
+            bar.close()
+        if i != session.frames:
+            raise UserError(f"{session.dir}: decoded {i} frames but labels.csv has {session.frames}")
+
+    return _write_npy(path, (session.frames, pre.channels, *pre.size), np.uint8, fill)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A hash of a module's weights and buffers: features cached under it are invalid once any of them changes."""
+    h = hashlib.sha1()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_features(data: Data, model: torch.nn.Module, cache_dir: str | Path, progress: bool = True) -> Data:
+    """`data` with each frame's pixels replaced by its features (N, D) float32 from the model's encoder (frozen), each
+    frame encoded once: cached on disk, keyed by the session's pixels (session, preprocessing, label delay, stride),
+    the normalization and the encoder's weights, so that a change to any of them encodes again."""
+    from .offline import encode_pixels
+
+    cfg, digest = model.cfg, weights_digest(model.encoder)
+    feats = []
+    for px, key, name in zip(data.pixels, data.keys, data.names):
+        stamp = {"pixels": key, "mean": cfg.mean, "std": cfg.std, "encoder": cfg.encoder, "weights": digest, "version": 1}
+        path = Path(cache_dir) / "features" / f"{Path(name).name}-{hashlib.sha1(json.dumps(stamp).encode()).hexdigest()[:16]}.npy"
+
+        def fill(out: np.ndarray, px: np.ndarray = px, name: str = name) -> None:
+            bar = tqdm(total=len(px), desc=f"encode {Path(name).name}", unit="f", disable=not progress, leave=False)
+            for i in range(0, len(px), 256):
+                out[i : i + 256] = encode_pixels(model, px[i : i + 256]).float().cpu().numpy()
+                bar.update(min(256, len(px) - i))
+            bar.close()
+
+        feats.append(_write_npy(path, (len(px), model.feature_dim), np.float32, fill))
+    return replace(data, pixels=feats)
 
 
 @dataclass
@@ -110,6 +154,7 @@ class Data:
     names: list[str]
     classes: list[str]
     sizes: list[tuple[int | None, int | None]] = field(default_factory=list)  # each session's (h, w), from meta.yaml
+    keys: list[str] = field(default_factory=list)  # what each session's pixels are (session, preprocessing, delay, stride)
 
     @property
     def frames(self) -> int:
@@ -127,14 +172,15 @@ def load_data(dirs: list[str | Path], pre: Preprocess, cache_dir: str | Path, la
     for s in sessions[1:]:
         if s.classes != classes:
             raise UserError(f"sessions disagree on classes: {sessions[0].dir} has {classes}, {s.dir} has {s.classes}")
-    pixels, targets, firsts = [], [], []
+    pixels, targets, firsts, keys = [], [], [], []
     for s in sessions:
         n, y, first = aligned_targets(s, label_delay, stride)
         pixels.append(cached_pixels(s, pre, cache_dir, progress)[:n:stride])
         targets.append(y)
         firsts.append(first)
+        keys.append(f"{_cache_key(s, pre)}:{n}:{stride}")
     return Data(pixels, targets, firsts, [str(s.dir) for s in sessions], classes,
-                [(s.meta.get("height"), s.meta.get("width")) for s in sessions])
+                [(s.meta.get("height"), s.meta.get("width")) for s in sessions], keys)
 
 
 def episodes(first: np.ndarray) -> list[tuple[int, int]]:

@@ -33,11 +33,17 @@ class Labeller:
 PRESETS = {
     "lsr3": ["left", "straight", "right"],
     "wasd9": ["W", "S", "A", "D", "WA", "WD", "SA", "SD", "none"],
+    "gestures": ["none", "swipe_left", "swipe_right", "circle", "hold"],  # keys 1-4 (or ←, →, c, h) held while doing it
 }
+GESTURE_KEYS = {"1": "swipe_left", "left": "swipe_left", "2": "swipe_right", "right": "swipe_right", "3": "circle",
+                "c": "circle", "4": "hold", "h": "hold"}
 
 
 def label_from_keys(pressed: set[str], preset: str) -> str:
     """The class that a set of pressed key names means. Opposite keys cancel out."""
+    if preset == "gestures":  # one gesture at a time: two different ones held at once is no gesture
+        held = {GESTURE_KEYS[k] for k in pressed if k in GESTURE_KEYS}
+        return held.pop() if len(held) == 1 else "none"
     if preset == "lsr3":
         left = bool(pressed & {"left", "a"})
         right = bool(pressed & {"right", "d"})

@@ -27,7 +27,15 @@ def encode_pixels(model: StreamModel, pixels: np.ndarray, batch: int = 256) -> t
 def offline_logits(model: StreamModel, pixels: np.ndarray, mode: str, window: int, first: np.ndarray | None = None,
                    batch: int = 256) -> torch.Tensor:
     """(N, K) logits for every frame of one session; `first` (N,) marks episode starts, where the Predictor resets."""
-    feats = encode_pixels(model, pixels, batch)  # (N, D)
+    return features_logits(model, encode_pixels(model, pixels, batch), mode, window, first, batch)
+
+
+@torch.inference_mode()
+def features_logits(model: StreamModel, feats: torch.Tensor | np.ndarray, mode: str, window: int,
+                    first: np.ndarray | None = None, batch: int = 256) -> torch.Tensor:
+    """`offline_logits` from the frames' features (N, D), e.g. cached ones of a frozen encoder."""
+    if isinstance(feats, np.ndarray):
+        feats = torch.from_numpy(np.array(feats)).to(model.head.weight.device)
     if first is None:
         return _decide(model, feats, mode, window, batch)
     return torch.cat([_decide(model, feats[a:b], mode, window, batch) for a, b in episodes(first)])

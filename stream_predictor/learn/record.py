@@ -9,6 +9,7 @@ for each decision (`sync`), so the expert reads the RAM of the frame it labels.
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 import sys
 import time
@@ -26,9 +27,12 @@ from ..runtime.agent import Agent
 from ..runtime.backends import model_agent
 from ..runtime.capture import CaptureThread
 from ..session import SessionWriter, check_new_session
+from ..sinks.video import RecordingWindow
 from ..sources import open_source, parse_spec
 from ..sources.ale import AleGame
 from .labellers import make_labeller
+
+LIVE_KINDS = ("camera", "screen", "window", "stream")  # sources that do not wait: record counts down first
 
 
 class StatusLine:
@@ -58,6 +62,7 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
     options = {"sync": parsed.options.get("sync", True)} if parsed.kind == "ale" else None  # the game waits for each move
     source = open_source(spec, cfg.source, options)
     try:
+        window = RecordingWindow(cfg.sink.mirror) if rc.preview else None
         labeller = make_labeller(rc.labeller, source, rc.keys, cfg.keys.pause_key, cfg.expert)
         policy, actions = _player(cfg, source, labeller.classes)
     except BaseException:
@@ -65,17 +70,26 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
         raise
     counts: Counter[str] = Counter()
     line = StatusLine()
-    t0 = time.monotonic()
+    countdown = rc.countdown if parsed.kind in LIVE_KINDS else 0.0
+    t0 = time.monotonic() + countdown  # recording starts when the countdown ends
     recorded = skipped = 0
     try:
         with SessionWriter(out, labeller.classes, source.fps, spec, rc.segment_frames, rc.codec,
                            extra={**labeller.describe(), "policy": rc.policy or None}) as writer, \
                 CaptureThread(source, cfg.source.ring_size, cfg.replay) as cap:
             for frame in cap.frames():
+                if (left := t0 - time.monotonic()) > 0:  # get ready: frames are shown, not recorded
+                    if status:
+                        line.show(f"recording starts in {math.ceil(left)}", force=True)
+                    if window is not None and not window.show(frame.image, f"{math.ceil(left)}", None):
+                        break
+                    continue
                 if (rc.frames and recorded >= rc.frames) or (rc.seconds and time.monotonic() - t0 >= rc.seconds):
                     break
                 skipped += frame.skipped
                 label = labeller.label(frame)
+                if window is not None and not window.show(frame.image, None, "PAUSED" if labeller.paused else label):
+                    break
                 if actions:  # a game: the expert's label is its move, unless a model plays
                     move = label if policy is None else policy.classes[policy.decide(frame.image, frame.first).class_id]
                     source.act(actions[labeller.classes.index(move)])
@@ -89,6 +103,8 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
                               f"{recorded / max(elapsed, 1e-9):.1f} fps, " + " ".join(f"{c}={counts[c]}" for c in labeller.classes))
     finally:
         labeller.close()
+        if window is not None:
+            window.close()
         if status:
             line.show(f"recorded {recorded} frames: " + " ".join(f"{c}={counts[c]}" for c in labeller.classes), force=True)
             line.done()

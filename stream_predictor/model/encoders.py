@@ -6,12 +6,21 @@ module maps float (B, C, h, w) to (B, out_dim).
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable
+from contextlib import redirect_stdout
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..config import ModelConfig
+from ..errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
 
 
 def _flat_dim(body: nn.Sequential, in_channels: int, size: tuple[int, int]) -> int:
@@ -109,3 +118,48 @@ def build_encoder(name: str, in_channels: int, size: tuple[int, int], feature_di
     except RuntimeError as e:
         raise ConfigError(f"model.input_size {list(size)} is too small for encoder '{name}' ({str(e).splitlines()[0]})") from None
     return encoder, dim
+
+
+# --- pretrained torchvision weights ------------------------------------------------------------------------
+HEADS = {"resnet18": "fc.", "mobilenet_v3_small": "classifier.", "efficientnet_b0": "classifier."}  # dropped: ours follow
+
+
+def pretrained_weights(name: str):
+    """torchvision's default weights for an encoder of ours (a `WeightsEnum` member, e.g. ResNet18_Weights.IMAGENET1K_V1)."""
+    if name not in HEADS:
+        raise ConfigError(f"model.pretrained=true needs a torchvision encoder ({', '.join(HEADS)}), not '{name}'")
+    import torchvision
+
+    return torchvision.models.get_model_weights(name).DEFAULT
+
+
+def pretrained_config(cfg: ModelConfig) -> ModelConfig:
+    """The model config with the pretrained weights' preprocessing: RGB, their mean and std, and their input size
+    unless `model.input_size` was set to something other than its default. Unchanged without `model.pretrained`."""
+    if not cfg.pretrained:
+        return cfg
+    t = pretrained_weights(cfg.encoder).transforms()
+    size = list(cfg.input_size) if cfg.input_size != ModelConfig().input_size else [t.crop_size[0], t.crop_size[0]]
+    return replace(cfg, grayscale=False, mean=[float(m) for m in t.mean], std=[float(v) for v in t.std], input_size=size)
+
+
+def load_pretrained(encoder: nn.Module, name: str) -> str:
+    """Load torchvision's default weights for `name` into our `encoder` (its classifier dropped), through torchvision's
+    own weights API: the file comes from $TORCH_HOME/hub/checkpoints/, downloaded there the first time. Returns the
+    weights' name."""
+    weights = pretrained_weights(name)
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    try:
+        with redirect_stdout(sys.stderr):  # torch.hub announces downloads on stdout, where our JSON goes
+            state = weights.get_state_dict(progress=False, check_hash=True)
+    except OSError as e:  # URLError, a refused connection, a full disk
+        raise UserError(f"model.pretrained: cannot download {weights} ({getattr(e, 'reason', e)}); without internet, "
+                        f"put {weights.url} at {file}, or use model.pretrained=false") from None
+    except Exception as e:  # a truncated or foreign file where the weights should be
+        raise UserError(f"model.pretrained: cannot read {file} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        f"delete it to download again, or use model.pretrained=false") from None
+    head = HEADS[name]
+    missing, unexpected = encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
+    if missing or unexpected:
+        raise UserError(f"model.pretrained: {file} does not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return str(weights)

@@ -30,7 +30,6 @@ class Preprocess(nn.Module):
         # Derived from config, so not saved in the state dict.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("luma", torch.tensor(LUMA_BGR).view(1, 3, 1, 1), persistent=False)
 
     def to_pixels(self, frames: torch.Tensor) -> torch.Tensor:
         """BGR uint8 (B, H, W, 3) → (B, C, h, w) float holding whole pixel values 0..255.
@@ -41,11 +40,12 @@ class Preprocess(nn.Module):
         if self.crop is not None:
             x, y, w, h = self.crop
             frames = frames[:, y : y + h, x : x + w]
-        x = frames.permute(0, 3, 1, 2).float()  # (B, 3, H, W) BGR, 0..255
-        if self.grayscale:
-            x = (x * self.luma).sum(1, keepdim=True) / 1000.0  # (B, 1, H, W)
+        if self.grayscale:  # three whole-number products summed: exact, in any order; on the channels-last frame
+            f = frames.float()
+            x = f[..., 0].mul(LUMA_BGR[0]).add_(f[..., 1], alpha=LUMA_BGR[1]).add_(f[..., 2], alpha=LUMA_BGR[2])
+            x = x.div_(1000.0).unsqueeze(1)  # (B, 1, H, W)
         else:
-            x = x.flip(1)  # BGR → RGB, the order torchvision backbones expect
+            x = frames.permute(0, 3, 1, 2).float().flip(1)  # (B, 3, H, W); BGR → RGB, the order torchvision backbones expect
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
         return x.round_().clamp_(0, 255)

@@ -9,16 +9,19 @@ A state is a tuple of (L, B, H) tensors: (h, c) for an LSTM, (h,) for a GRU.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .encoders import build_encoder
+from .encoders import build_encoder, load_pretrained, pretrained_config
 from .preprocess import Preprocess, as_uint8_tensor
 
 State = tuple[torch.Tensor, ...]
+log = logging.getLogger(__name__)
 
 
 MAX_PARAMETERS = 200_000_000  # a sanity cap, checked before anything is allocated (resnet50 has 25M; ours 3M)
@@ -33,6 +36,7 @@ def parameter_count(cfg: ModelConfig) -> int:
 class StreamModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        cfg = pretrained_config(cfg)  # pretrained encoders bring their own preprocessing (their weights: `build_model`)
         if len(cfg.input_size) != 2 or min(cfg.input_size) < 8:
             raise ConfigError(f"config key 'model.input_size' must be [h, w] of at least 8 pixels, got {cfg.input_size}")
         if len(cfg.crop) not in (0, 4):
@@ -115,12 +119,13 @@ class StreamModel(nn.Module):
         return self.head(out), state
 
     def forward(self, clip: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None,
-                return_state: bool = False) -> torch.Tensor | tuple[torch.Tensor, State]:
+                return_state: bool = False, features: bool = False) -> torch.Tensor | tuple[torch.Tensor, State]:
         """Offline: (B, T, C, h, w) → logits (B, T, K), from zero state unless one is given.
 
-        `return_state=True` also returns the state after the last frame (truncated BPTT in training).
+        `return_state=True` also returns the state after the last frame (truncated BPTT in training);
+        `features=True` takes the frames' features (B, T, D) instead (a frozen encoder's, cached).
         """
-        logits, state = self.temporal(self.encode_clip(clip), state, first)
+        logits, state = self.temporal(clip if features else self.encode_clip(clip), state, first)
         return (logits, state) if return_state else logits
 
     def step_features(self, feats: torch.Tensor, state: State, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
@@ -154,5 +159,12 @@ class StreamModel(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> StreamModel:
-    """A StreamModel with fresh (random) weights, in eval mode."""
-    return StreamModel(cfg).eval()
+    """A StreamModel with fresh (random) weights, in eval mode; with `model.pretrained`, the encoder's weights and the
+    preprocessing come from torchvision's pretrained weights."""
+    model = StreamModel(cfg)
+    if cfg.pretrained:
+        name = load_pretrained(model.encoder, cfg.encoder)
+        pre = model.cfg
+        log.info("encoder %s from %s; preprocessing from it: RGB, mean %s, std %s, %dx%d", cfg.encoder, name, pre.mean,
+                 pre.std, pre.input_size[1], pre.input_size[0])
+    return model.eval()

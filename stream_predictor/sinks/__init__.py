@@ -50,7 +50,7 @@ def open_sink(spec: str, classes: list[str], cfg: Config) -> Sink:
     if kind == "preview":
         from .video import PreviewSink
 
-        return PreviewSink(classes)
+        return PreviewSink(classes, mirror=cfg.sink.mirror)
     if kind == "keys":
         from .keys import KeySink
 
@@ -60,7 +60,7 @@ def open_sink(spec: str, classes: list[str], cfg: Config) -> Sink:
 
         if rest and not (rest.isdigit() and int(rest) < 65536):
             raise UserError(f"sink '{spec}': expected web or web:PORT, e.g. web:8765")
-        return WebSink(classes, cfg.sink.host, int(rest) if rest else cfg.sink.web_port)
+        return WebSink(classes, cfg.sink.host, int(rest) if rest else cfg.sink.web_port, mirror=cfg.sink.mirror)
     raise UserError(f"unknown sink '{spec}'; known: -, jsonl:PATH, csv:PATH, udp:PORT, tcp:PORT, video:PATH, preview, keys, web")
 
 

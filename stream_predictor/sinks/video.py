@@ -20,9 +20,11 @@ from ..runtime.tick import Sink, Tick
 BAR_W, ROW_H = 120, 16
 
 
-def annotate(tick: Tick, classes: list[str], scale: int = 1) -> np.ndarray:
-    """The tick's frame (BGR) with a side panel: class bars, the decision highlighted, and the latency."""
-    image = tick.image if scale == 1 else cv2.resize(tick.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+def annotate(tick: Tick, classes: list[str], scale: int = 1, mirror: bool = False) -> np.ndarray:
+    """The tick's frame (BGR) with a side panel: class bars, the decision highlighted, and the latency. `mirror` flips
+    the frame left to right (a selfie view of a camera facing the user; the model still sees it unflipped)."""
+    image = np.ascontiguousarray(tick.image[:, ::-1]) if mirror else tick.image
+    image = image if scale == 1 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     h = max(image.shape[0], ROW_H * (len(classes) + 2))
     panel = np.full((h, BAR_W + 80, 3), 32, np.uint8)
     for i, (name, p) in enumerate(zip(classes, tick.probs)):
@@ -92,20 +94,64 @@ class PreviewSink(Sink):
 
     needs_frames = True
 
-    def __init__(self, classes: list[str], title: str = "stream-predictor", scale: int = 2) -> None:
+    def __init__(self, classes: list[str], title: str = "stream-predictor", scale: int = 2, mirror: bool = False) -> None:
         if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
             raise UserError("the preview window needs a display: DISPLAY is not set")
-        self.classes, self.title, self.scale = classes, title, scale
+        self.classes, self.title, self.scale, self.mirror = classes, title, scale, mirror
         self.shown = 0
 
     def __call__(self, tick: Tick) -> None:
         if tick.image is None or tick.stale:
             return
-        cv2.imshow(self.title, annotate(tick, self.classes, self.scale))
+        cv2.imshow(self.title, annotate(tick, self.classes, self.scale, self.mirror))
         self.shown += 1
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
             self.finished = True
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
+
+
+def recording_overlay(image: np.ndarray, countdown: str | None, label: str | None, mirror: bool = False) -> np.ndarray:
+    """What `record` shows (record.preview): the frame (flipped with `mirror`, small frames doubled) with the countdown
+    in large digits, or once recording, a red dot and the label being recorded."""
+    out = np.ascontiguousarray(image[:, ::-1]) if mirror else image.copy()
+    if out.shape[0] < 240:
+        out = cv2.resize(out, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    h, w = out.shape[:2]
+    if countdown is not None:
+        scale = h / 80
+        (tw, th), _ = cv2.getTextSize(countdown, cv2.FONT_HERSHEY_SIMPLEX, scale, max(2, int(scale * 2)))
+        org = ((w - tw) // 2, (h + th) // 2)
+        cv2.putText(out, countdown, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(4, int(scale * 5)), cv2.LINE_AA)
+        cv2.putText(out, countdown, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(2, int(scale * 2)), cv2.LINE_AA)
+    else:
+        cv2.circle(out, (16, 16), 8, (0, 0, 255), -1, cv2.LINE_AA)
+        cv2.putText(out, label or "", (32, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(out, label or "", (32, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+class RecordingWindow:
+    """The window `record` shows while recording (record.preview); closing it, q or Esc stops the recording."""
+
+    title = "stream-predictor: recording"
+
+    def __init__(self, mirror: bool = False) -> None:
+        if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+            raise UserError("record.preview needs a display: DISPLAY is not set")
+        self.mirror, self.shown = mirror, 0
+
+    def show(self, image: np.ndarray, countdown: str | None, label: str | None) -> bool:
+        """Show one frame; False once the user asked to stop."""
+        cv2.imshow(self.title, recording_overlay(image, countdown, label, self.mirror))
+        self.shown += 1
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 
     def close(self) -> None:
         try:

@@ -41,8 +41,8 @@ class WebSink(Sink):
     needs_frames = True
 
     def __init__(self, classes: list[str], host: str = "127.0.0.1", port: int = 8765, max_fps: float = 30.0,
-                 client_timeout_s: float = 10.0) -> None:
-        self.classes, self.max_fps = list(classes), max_fps
+                 client_timeout_s: float = 10.0, mirror: bool = False) -> None:
+        self.classes, self.max_fps, self.mirror = list(classes), max_fps, mirror
         self._cond = threading.Condition()
         self._tick: Tick | None = None
         self._version = 0  # ticks received
@@ -143,11 +143,13 @@ class WebSink(Sink):
             return self._jpeg[1]
 
     def composite(self, image: np.ndarray) -> np.ndarray:
-        """The source frame beside the model's view of it, both at one height (small frames doubled)."""
+        """The source frame beside the model's view of it, both at one height (small frames doubled); both flipped left
+        to right with `mirror` (a selfie view)."""
         h = image.shape[0] * 2 if image.shape[0] < 240 else image.shape[0]
-        parts = [_fit(image, h)]
+        flip = (lambda a: np.ascontiguousarray(a[:, ::-1])) if self.mirror else (lambda a: a)
+        parts = [_fit(flip(image), h)]
         if self._view is not None:
-            parts += [np.full((h, 6, 3), 24, np.uint8), _fit(self._view(image), h, cv2.INTER_NEAREST)]
+            parts += [np.full((h, 6, 3), 24, np.uint8), _fit(flip(self._view(image)), h, cv2.INTER_NEAREST)]
         return np.hstack(parts)
 
     def _page(self, req: BaseHTTPRequestHandler) -> None:

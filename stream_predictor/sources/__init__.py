@@ -2,7 +2,7 @@
 
 Specs: `0` (camera index), `path/video.mp4`, `rtsp://…` / `http://…`, `screen`, `screen:x,y,w,h`,
 `window:TITLE` (X11), `ale:Pong`, `dir/of/images`, `session_dir` (a recorded session), `synthetic:bounce`,
-`synthetic:dot`. Options follow a `?`, e.g.
+`synthetic:dot`, `synthetic:gestures` (a webcam stand-in). Options follow a `?`, e.g.
 `ale:Pong?seed=3&frameskip=4`, `synthetic:bounce?fps=60&frames=500`, `screen:0,0,800,600?monitor=1`.
 Options not in the spec come from the `source` config section.
 """
@@ -26,7 +26,7 @@ OPTIONS = {
     "screen": {"monitor", "fps", "sync"},
     "window": {"fps", "sync"},
     "ale": {"seed", "frameskip", "sticky", "max_episode_steps", "sync", "flicker", "delay", "repeat", "drop"},
-    "synthetic": {"width", "height", "fps", "frames", "seed"},
+    "synthetic": {"width", "height", "fps", "frames", "seed", "task"},
     "images": {"fps"},
     "video": set(),
     "session": {"stride"},
@@ -170,6 +170,13 @@ def _synthetic(pattern: str, o: dict, cfg: SourceConfig) -> Source:
     from .synthetic import MovingDot, Synthetic
 
     frames, seed = int(o.get("frames", 0)), o.get("seed", cfg.seed)
+    if "task" in o and pattern != "gestures":
+        raise SourceError(f"option 'task' applies to synthetic:gestures only, not synthetic:{pattern}")
+    if pattern == "gestures":
+        from .gestures import Gestures
+
+        return Gestures(width=o.get("width", cfg.width or 160), height=o.get("height", cfg.height or 120),
+                        fps=float(o.get("fps", cfg.fps or 15.0)), frames=frames, seed=seed, task=str(o.get("task", "gesture")))
     if pattern == "dot":
         return MovingDot(width=o.get("width", cfg.width or 96), height=o.get("height", cfg.height or 96),
                          fps=float(o.get("fps", cfg.fps or 30.0)), frames=frames, seed=seed)

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import SourceError
 from .base import Frame, Source
 
-PATTERNS = ("bounce", "bars", "noise", "dot")
+PATTERNS = ("bounce", "bars", "noise", "dot", "gestures")
 DIRECTIONS = ("left", "straight", "right")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -126,4 +127,24 @@ class Camera(_LiveCapture):
         if fps:
             cap.set(cv2.CAP_PROP_FPS, fps)
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        code = int(cap.get(cv2.CAP_PROP_FOURCC) or 0)
+        self.actual = {"width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                       "fps": self.fps, "fourcc": "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)).strip("\0 ")}
+        print(camera_report(self.name, self._want, self.actual), file=sys.stderr, flush=True)
         return cap
+
+    def summary(self) -> dict:
+        return {"camera": getattr(self, "actual", {})}
+
+
+def camera_report(name: str, want: tuple[int, int, float], got: dict) -> str:
+    """One line saying what a camera gives (resolution, frame rate, pixel format) and what it does not of what was asked:
+    cameras silently pick the nearest mode they have."""
+    line = f"{name}: {got['width']}x{got['height']} at {got['fps']:g} fps" + (f", {got['fourcc']}" if got["fourcc"] else "")
+    width, height, fps = want
+    missed = []
+    if width and height and (width, height) != (got["width"], got["height"]):
+        missed.append(f"{width}x{height}")
+    if fps and abs(fps - got["fps"]) > 0.5:
+        missed.append(f"{fps:g} fps")
+    return line + (f" (asked for {' at '.join(missed)}: the camera has no such mode)" if missed else "")

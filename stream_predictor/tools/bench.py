@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import statistics
 import tempfile
@@ -368,6 +370,50 @@ def backends(weights: str | Path, frames: int = 300, repeats: int = 5, window: i
     return [{"contender": name, "ms_per_tick": round(statistics.median(times[name]), 3) if times[name] else None,
              "vs_ours": round(statistics.median(times[name]) / base, 2) if times[name] else None, "path": path}
             for name, (_, path) in contenders.items()]
+
+
+def preprocess(weights: str | Path, frames: int = 300, repeats: int = 5) -> list[dict]:
+    """One frame's preprocessing (the model's crop, luma, antialiased resize, rounding, normalisation) on real Pong
+    frames, one thread: ours in torch; the same module exported to ONNX in onnxruntime; and, for reference, cv2's
+    cvtColor + INTER_AREA resize (a different filter, so not what the model was trained on). Interleaved repeats."""
+    from ..model import load_model
+    from ..sources import open_source as _open
+
+    model = load_model(weights).eval()
+    pre, (h, w) = model.preproc, model.preproc.size
+    src = _open("ale:Pong?seed=5", _bench_source_config())
+    images = [src.read().image.copy() for _ in range(frames)]
+    src.close()
+    x, y, cw, ch = pre.crop or (0, 0, images[0].shape[1], images[0].shape[0])
+    contenders: dict[str, Callable | None] = {
+        "ours (torch)": lambda image: pre(torch.from_numpy(image)[None]),
+        "cv2 cvtColor + INTER_AREA (another filter; reference)":
+            lambda image: cv2.resize(cv2.cvtColor(image[y : y + ch, x : x + cw], cv2.COLOR_BGR2GRAY), (w, h),
+                                     interpolation=cv2.INTER_AREA),
+    }
+    try:
+        import onnxruntime as ort
+
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(pre, (torch.from_numpy(images[0])[None],), input_names=["frames"], dynamo=True,
+                                        verbose=False)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(program.model_proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        contenders["the same, exported, in onnxruntime"] = lambda image: session.run(None, {"frames": image[None]})
+    except ImportError as e:
+        contenders[f"onnxruntime (not run: {e.name} is not installed)"] = None
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for name, fn in contenders.items():
+                if fn is None:
+                    continue
+                t0 = time.perf_counter()
+                for image in images:
+                    fn(image)
+                times[name].append((time.perf_counter() - t0) / len(images) * 1000)
+    return [{"contender": name, "ms_per_frame": round(statistics.median(t), 4) if t else None} for name, t in times.items()]
 
 
 def _bench_source_config():
