@@ -184,6 +184,24 @@ def test_unfreeze_after_trains_the_encoder_from_that_epoch_on(torch_home, monkey
     assert moved and any(k.endswith("weight") for k in moved)
 
 
+def test_precise_batch_norm_statistics_follow_the_weights_as_trained(torch_home, monkeypatch, tmp_path, gesture_sessions):
+    """MobileNetV3 averages its batch-norm statistics with momentum 0.01: after a few steps they still describe the
+    initial weights. Recomputed after the epoch, they describe the trained ones on the training frames."""
+    error = {}
+    for frames in (0, 512):
+        cfg = small(torch_home, monkeypatch, "model.pretrained=false", "train.freeze_encoder=false", "train.epochs=1",
+                    "train.windows_per_epoch=12", "train.val_fraction=0", f"train.precise_bn={frames}",
+                    f"train.cache_dir={tmp_path / 'cache'}")
+        train(cfg, gesture_sessions[:1], tmp_path / f"bn{frames}.safetensors", progress=False)
+        model = load_model(tmp_path / f"bn{frames}.safetensors")
+        pixels = load_data(gesture_sessions[:1], model.preproc, tmp_path / "cache", progress=False).pixels[0]
+        conv, norm = model.encoder.features[0][0], model.encoder.features[0][1]
+        with torch.no_grad():
+            out = conv(model.preproc.normalize(torch.from_numpy(np.array(pixels))))
+        error[frames] = (norm.running_mean - out.mean((0, 2, 3))).abs().max().item()
+    assert error[512] < 0.2 * error[0], error
+
+
 # --- live-camera conveniences -------------------------------------------------------------------------------------
 def tick_of(image: np.ndarray) -> Tick:
     return Tick(seq=1, t_capture=0.0, t_decision=0.0, latency_ms=1.0, class_id=1, class_name="b", probs=[0.2, 0.8],
