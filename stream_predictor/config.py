@@ -87,7 +87,8 @@ class PredictConfig:
     graph: bool = True  # on CUDA, capture the whole tick as one CUDA graph and replay it
     fast_cpu: bool = True  # on the CPU, prepacked oneDNN weights with fused ReLU where the encoder allows (nature_cnn)
     # The CPU path of a stateful model: torch's engine, or its exported graph in onnxruntime (docs/serving.md); auto:
-    # onnxruntime where it and the exporter are installed, else torch (with a warning saying why)
+    # whichever is faster, timed on the first frame (MultiPredictor: onnxruntime), where onnxruntime and the exporter
+    # are installed, else torch (with a warning saying why)
     backend: Literal["torch", "onnxruntime", "auto"] = "torch"
     onnx_cache: str = ".cache/onnx"  # exported graphs for backend onnxruntime, by weights and frame size (made once)
     max_gap_s: Annotated[float, R(0.001, 86400)] = 1.0  # a live source silent for longer resets the recurrent state

@@ -237,6 +237,22 @@ def test_the_onnxruntime_backend_decides_as_torch_and_exports_once(tmp_path, cap
     assert len([r for r in caplog.records if "exporting the model" in r.getMessage()]) == 1
 
 
+def test_auto_times_both_backends_on_the_first_frame_and_says_which_runs(tmp_path, caplog):
+    model = load_model(PONG)
+    frames = pong_frames(40, seed=17)
+    cfg = load_config(overrides=["predict.backend=auto", f"predict.onnx_cache={tmp_path / 'cache'}"])
+    with torch.inference_mode(), Predictor.from_config(model, cfg, Frames(frames, {0, 25})) as p:
+        probs = [t.probs for t in p]
+        summary = p.summary()
+    measured = summary["backend_ms"]
+    assert set(measured) == {"torch", "onnxruntime"} and all(v > 0 for v in measured.values())
+    chosen = min(measured, key=measured.get)
+    assert ("onnxruntime" in summary["engine"]) == (chosen == "onnxruntime")
+    assert any(f"predict.backend=auto: {chosen} runs the model" in r.getMessage() for r in caplog.records)
+    with torch.inference_mode(), Predictor(model, Frames(frames, {0, 25})) as p:  # the measuring left no state behind
+        np.testing.assert_allclose(np.array(probs), np.array([t.probs for t in p]), atol=1e-5)
+
+
 def test_a_model_the_backend_cannot_take(tmp_path, caplog):
     windowed = build_model(ModelConfig(input_size=[48, 48], hidden=16, feature_dim=32))
     windowed.trained = {"mode": "windowed", "seq_len": 8}

@@ -20,7 +20,7 @@ import torchvision
 
 from stream_predictor import build_model, load_config, load_model, save_model
 from stream_predictor.errors import ConfigError, SourceError, UserError
-from stream_predictor.learn.data import cached_features, load_data
+from stream_predictor.learn.data import cached_features, encode_pixels, load_data
 from stream_predictor.learn.record import record
 from stream_predictor.learn.train import train
 from stream_predictor.runtime.tick import Tick
@@ -133,8 +133,6 @@ def test_feature_cache_is_reused_and_invalidated_by_weights_and_preprocessing(to
     data = load_data(gesture_sessions[:1], model.preproc, tmp_path, progress=False)
     first = cached_features(data, model, tmp_path, progress=False).pixels[0]
     assert first.shape == (len(data.targets[0]), model.feature_dim)
-    from stream_predictor.learn.offline import encode_pixels
-
     np.testing.assert_allclose(first[:40], encode_pixels(model, data.pixels[0][:40]).numpy(), atol=1e-5)
     files = sorted((tmp_path / "features").glob("*.npy"))
     assert len(files) == 1

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--windows", default="8,16,32", help="window sizes N for the recompute baseline")
     p.add_argument("--repeats", type=int, default=5, help="repeats per figure (the median is reported)")
     p.add_argument("--only", default="per_tick,threads,streams,latency,capture,sources,train",
-                   help="which parts to run, comma-separated (also: parity, web, backends)")
+                   help="which parts to run, comma-separated (also: parity, web, backends, preprocess)")
     p.add_argument("--weights", default="weights/pong.safetensors", help="backends: the weights to compare on")
 
 

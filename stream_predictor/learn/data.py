@@ -98,6 +98,15 @@ def cached_pixels(session: Session, pre: Preprocess, cache_dir: str | Path, prog
     return _write_npy(path, (session.frames, pre.channels, *pre.size), np.uint8, fill)
 
 
+@torch.inference_mode()
+def encode_pixels(model: torch.nn.Module, pixels: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """uint8 (N, C, h, w) → features (N, D), on the model's device."""
+    device = model.head.weight.device
+    feats = [model.encode(model.preproc.normalize(torch.from_numpy(np.array(pixels[i : i + batch])).to(device)))
+             for i in range(0, len(pixels), batch)]
+    return torch.cat(feats)
+
+
 def weights_digest(module: torch.nn.Module) -> str:
     """A hash of a module's weights and buffers: features cached under it are invalid once any of them changes."""
     h = hashlib.sha1()
@@ -111,8 +120,6 @@ def cached_features(data: Data, model: torch.nn.Module, cache_dir: str | Path, p
     """`data` with each frame's pixels replaced by its features (N, D) float32 from the model's encoder (frozen), each
     frame encoded once: cached on disk, keyed by the session's pixels (session, preprocessing, label delay, stride),
     the normalization and the encoder's weights, so that a change to any of them encodes again."""
-    from .offline import encode_pixels
-
     cfg, digest = model.cfg, weights_digest(model.encoder)
     feats = []
     for px, key, name in zip(data.pixels, data.keys, data.names):

@@ -11,16 +11,7 @@ import numpy as np
 import torch
 
 from ..model import StreamModel
-from .data import episodes
-
-
-@torch.inference_mode()
-def encode_pixels(model: StreamModel, pixels: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """uint8 (N, C, h, w) → features (N, D), on the model's device."""
-    device = model.head.weight.device
-    feats = [model.encode(model.preproc.normalize(torch.from_numpy(np.array(pixels[i : i + batch])).to(device)))
-             for i in range(0, len(pixels), batch)]
-    return torch.cat(feats)
+from .data import encode_pixels, episodes
 
 
 @torch.inference_mode()

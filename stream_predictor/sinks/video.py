@@ -103,18 +103,26 @@ class PreviewSink(Sink):
     def __call__(self, tick: Tick) -> None:
         if tick.image is None or tick.stale:
             return
-        cv2.imshow(self.title, annotate(tick, self.classes, self.scale, self.mirror))
         self.shown += 1
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), 27):
+        if not show_window(self.title, annotate(tick, self.classes, self.scale, self.mirror)):
             self.finished = True
 
     def close(self) -> None:
-        try:
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
-        except cv2.error:
-            pass
+        close_window(self.title)
+
+
+def show_window(title: str, image: np.ndarray) -> bool:
+    """Show an image in the window `title`; False once the user pressed q or Esc there."""
+    cv2.imshow(title, image)
+    return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+
+def close_window(title: str) -> None:
+    try:
+        cv2.destroyWindow(title)
+        cv2.waitKey(1)
+    except cv2.error:
+        pass
 
 
 def recording_overlay(image: np.ndarray, countdown: str | None, label: str | None, mirror: bool = False) -> np.ndarray:
@@ -149,13 +157,8 @@ class RecordingWindow:
 
     def show(self, image: np.ndarray, countdown: str | None, label: str | None) -> bool:
         """Show one frame; False once the user asked to stop."""
-        cv2.imshow(self.title, recording_overlay(image, countdown, label, self.mirror))
         self.shown += 1
-        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+        return show_window(self.title, recording_overlay(image, countdown, label, self.mirror))
 
     def close(self) -> None:
-        try:
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
-        except cv2.error:
-            pass
+        close_window(self.title)

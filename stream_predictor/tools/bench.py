@@ -317,12 +317,9 @@ def backends(weights: str | Path, frames: int = 300, repeats: int = 5, window: i
     (fast path), the eager module, the exported graph in onnxruntime, and the eager recompute over the last `window`
     frames. Interleaved repeats; the median ms per tick of each, and its ratio to ours."""
     from ..model import load_model
-    from ..sources import open_source as _open
 
     model = load_model(weights).eval()
-    src = _open("ale:Pong?seed=5", _bench_source_config())
-    images = [src.read().image.copy() for _ in range(frames)]
-    src.close()
+    images = _pong_frames(frames)
     engine = TickEngine(model, 1)
     state = [model.init_state(1)]
     clip: list[torch.Tensor] = []
@@ -356,16 +353,7 @@ def backends(weights: str | Path, frames: int = 300, repeats: int = 5, window: i
                                                              ort_engine.path["backend"])
         except ImportError as e:
             contenders[f"onnxruntime (not run: {e.name} is not installed)"] = (None, "")
-        times: dict[str, list[float]] = {name: [] for name in contenders}
-        with torch.inference_mode():
-            for _ in range(repeats):
-                for name, (fn, _) in contenders.items():
-                    if fn is None:
-                        continue
-                    t0 = time.perf_counter()
-                    for image in images:
-                        fn(image)
-                    times[name].append((time.perf_counter() - t0) / len(images) * 1000)
+        times = _interleaved({name: fn for name, (fn, _) in contenders.items()}, images, repeats)
     base = statistics.median(times["ours: TickEngine"])
     return [{"contender": name, "ms_per_tick": round(statistics.median(times[name]), 3) if times[name] else None,
              "vs_ours": round(statistics.median(times[name]) / base, 2) if times[name] else None, "path": path}
@@ -377,13 +365,10 @@ def preprocess(weights: str | Path, frames: int = 300, repeats: int = 5) -> list
     frames, one thread: ours in torch; the same module exported to ONNX in onnxruntime; and, for reference, cv2's
     cvtColor + INTER_AREA resize (a different filter, so not what the model was trained on). Interleaved repeats."""
     from ..model import load_model
-    from ..sources import open_source as _open
 
     model = load_model(weights).eval()
     pre, (h, w) = model.preproc, model.preproc.size
-    src = _open("ale:Pong?seed=5", _bench_source_config())
-    images = [src.read().image.copy() for _ in range(frames)]
-    src.close()
+    images = _pong_frames(frames)
     x, y, cw, ch = pre.crop or (0, 0, images[0].shape[1], images[0].shape[0])
     contenders: dict[str, Callable | None] = {
         "ours (torch)": lambda image: pre(torch.from_numpy(image)[None]),
@@ -403,6 +388,12 @@ def preprocess(weights: str | Path, frames: int = 300, repeats: int = 5) -> list
         contenders["the same, exported, in onnxruntime"] = lambda image: session.run(None, {"frames": image[None]})
     except ImportError as e:
         contenders[f"onnxruntime (not run: {e.name} is not installed)"] = None
+    times = _interleaved(contenders, images, repeats)
+    return [{"contender": name, "ms_per_frame": round(statistics.median(t), 4) if t else None} for name, t in times.items()]
+
+
+def _interleaved(contenders: dict[str, Callable | None], images: list, repeats: int) -> dict[str, list[float]]:
+    """Each contender over all `images`, in turn, `repeats` times: ms per image of each pass (None: not run)."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     with torch.inference_mode():
         for _ in range(repeats):
@@ -413,7 +404,16 @@ def preprocess(weights: str | Path, frames: int = 300, repeats: int = 5) -> list
                 for image in images:
                     fn(image)
                 times[name].append((time.perf_counter() - t0) / len(images) * 1000)
-    return [{"contender": name, "ms_per_frame": round(statistics.median(t), 4) if t else None} for name, t in times.items()]
+    return times
+
+
+def _pong_frames(frames: int) -> list:
+    """Real game frames for the measurements: `frames` of Pong, seed 5."""
+    src = open_source("ale:Pong?seed=5", _bench_source_config())
+    try:
+        return [src.read().image.copy() for _ in range(frames)]
+    finally:
+        src.close()
 
 
 def _bench_source_config():
