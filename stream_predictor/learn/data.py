@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..model.io import weights_digest
 from ..model.preprocess import Preprocess
 from ..session import Session, SessionFrames, aligned_targets, load_session
 
@@ -105,15 +106,6 @@ def encode_pixels(model: torch.nn.Module, pixels: np.ndarray, batch: int = 256) 
     feats = [model.encode(model.preproc.normalize(torch.from_numpy(np.array(pixels[i : i + batch])).to(device)))
              for i in range(0, len(pixels), batch)]
     return torch.cat(feats)
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """A hash of a module's weights and buffers: features cached under it are invalid once any of them changes."""
-    h = hashlib.sha1()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def cached_features(data: Data, model: torch.nn.Module, cache_dir: str | Path, progress: bool = True) -> Data:

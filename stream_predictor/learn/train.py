@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import Config, TrainConfig
 from ..errors import UserError
 from ..files import atomic_path, remove_leftovers
 from ..model import StreamModel, build_model, load_model, save_model
@@ -252,10 +252,7 @@ def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str
     if len(sizes) == 1 and None not in next(iter(sizes)):
         model.trained["source_size"] = list(next(iter(sizes)))  # (h, w) of the frames it learnt from: `export`'s default
 
-    if tc.mode == "windowed":
-        sampler = WindowSampler(train_data, tc.seq_len, tc.batch_size, tc.windows_per_epoch, tc.seed, rank, world)
-    else:
-        sampler = LaneSampler(train_data, tc.seq_len, tc.batch_size, tc.burn_in, tc.seed, rank, world)
+    sampler = make_sampler(train_data, tc, rank, world)
     total_steps = len(sampler) * tc.epochs
     weights = class_weights(train_data.class_counts(), tc.balance)
     # The encoder in a group of its own: while frozen it has no gradients (AdamW leaves it alone); unfrozen, it learns
@@ -274,15 +271,18 @@ def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str
         train_f = cached_features(train_data, model, tc.cache_dir, show)
         val_f = cached_features(val_data, model, tc.cache_dir, show) if val_data is not None else None
         run.encode_seconds = time.monotonic() - t0
-        if tc.mode == "windowed":
-            fs = WindowSampler(train_f, tc.seq_len, tc.batch_size, tc.windows_per_epoch, tc.seed, rank, world)
-        else:
-            fs = LaneSampler(train_f, tc.seq_len, tc.batch_size, tc.burn_in, tc.seed, rank, world)
-        run.features = (train_f, val_f, fs)
+        run.features = (train_f, val_f, make_sampler(train_f, tc, rank, world))  # the same windows as from pixels
         if tc.augment and show:
             log.info("train.augment does not apply to cached features: no augmentation while the encoder is frozen")
     set_frozen(run, tc.freeze_encoder)
     return run
+
+
+def make_sampler(data: Data, tc: TrainConfig, rank: int, world: int) -> WindowSampler | LaneSampler:
+    """The sampler `train.mode` calls for, over `data` (pixels, or cached features: seeded alike, the same windows)."""
+    if tc.mode == "windowed":
+        return WindowSampler(data, tc.seq_len, tc.batch_size, tc.windows_per_epoch, tc.seed, rank, world)
+    return LaneSampler(data, tc.seq_len, tc.batch_size, tc.burn_in, tc.seed, rank, world)
 
 
 def set_frozen(run: Run, frozen: bool) -> None:
@@ -388,11 +388,20 @@ def precise_batch_norm(run: Run, epoch: int) -> None:
     run.model.encoder.train(was_training)
 
 
+def evaluate_run(run: Run, validation: bool) -> dict:
+    """`evaluate_offline` on the validation (or training) sessions, from the feature cache while the encoder is frozen
+    (its weights, and so the cached features, are those of every epoch so far)."""
+    if run.on_features:
+        data = run.features[1] if validation else run.features[0]
+    else:
+        data = run.val_data if validation else run.train_data
+    return evaluate_offline(run.model, data, run.cfg.train.mode, run.cfg.train.seq_len, features=run.on_features)
+
+
 def end_epoch(run: Run, epoch: int, record: dict) -> None:
     """Validate (or take the training accuracy), keep the best weights, checkpoint, print one line. Rank 0 only."""
     if run.val_data is not None:
-        val = run.features[1] if run.on_features else run.val_data
-        v = evaluate_offline(run.model, val, run.cfg.train.mode, run.cfg.train.seq_len, features=run.on_features)
+        v = evaluate_run(run, validation=True)
         record.update(val_loss=v["loss"], val_accuracy=v["accuracy"], val_macro_f1=v["macro_f1"])
         metric = v["accuracy"]
     else:
@@ -412,8 +421,7 @@ def finish(run: Run, seconds: float) -> dict:
     tc, model = run.cfg.train, run.model
     if run.best_state is not None:
         model.load_state_dict(run.best_state)
-    scored = run.val_data if run.val_data is not None else run.train_data
-    final = evaluate_offline(model, scored, tc.mode, tc.seq_len)
+    final = evaluate_run(run, validation=run.val_data is not None)
     metrics = {
         "train_sessions": run.train_dirs, "val_sessions": run.val_dirs, "classes": run.train_data.classes,
         "mode": tc.mode, "steps": run.step, "epochs": len(run.history), "world_size": run.world,

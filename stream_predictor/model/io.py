@@ -8,6 +8,7 @@ at inference; `load_aux` reads them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -87,6 +88,16 @@ def load_aux(path: str | Path) -> dict[str, torch.Tensor]:
     """The `aux.*` tensors of a weights file (without the prefix); empty if it has none."""
     read_metadata(path)
     return {k.removeprefix(AUX): v for k, v in _tensors(path, lambda k: k.startswith(AUX)).items()}
+
+
+def weights_digest(module: torch.nn.Module, *also: object) -> str:
+    """A hash of a module's weights and buffers (and of `also`, as JSON): what is cached under it (a frozen encoder's
+    features, an exported graph) is stale once any of them changes."""
+    h = hashlib.sha1(json.dumps(also).encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _tensors(path: str | Path, keep) -> dict[str, torch.Tensor]:

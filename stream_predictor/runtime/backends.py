@@ -44,12 +44,12 @@ def model_agent(model: StreamModel, cfg: PredictConfig, mode: str | None = None,
     if mode is None or window is None:
         mode, window = resolve_mode(model, cfg)
     backend = resolve_backend(model, cfg, mode)
-    if backend == "onnxruntime" and cfg.backend == "auto":
-        return MeasuredAgent(cfg, {"torch": ModelAgent(model, mode, window, 0.0, 0.0, cfg.dtype, cfg.graph, cfg.fast_cpu),
-                                   "onnxruntime": ExportedAgent(model, cfg)})
-    if backend == "onnxruntime":
+    if cfg.backend == "onnxruntime":
         return ExportedAgent(model, cfg)
-    return ModelAgent(model, mode, window, cfg.ema, cfg.hysteresis, cfg.dtype, cfg.graph, cfg.fast_cpu)
+    on_torch = ModelAgent(model, mode, window, cfg.ema, cfg.hysteresis, cfg.dtype, cfg.graph, cfg.fast_cpu)
+    if backend == "torch":
+        return on_torch
+    return MeasuredAgent(cfg, {"torch": on_torch, "onnxruntime": ExportedAgent(model, cfg)})  # auto, both available
 
 
 class MeasuredAgent(SmoothedAgent):

@@ -103,16 +103,11 @@ class OnnxAgent(SmoothedAgent):
 def exported_graph(model, cfg, size: tuple[int, int]) -> Path:
     """The model's graph for frames of `size` (h, w): from `cfg.onnx_cache`, where it is named by a digest of the
     weights, the config and the size, or exported there now (once)."""
-    import hashlib
-    import json
-
     from ..config import to_dict
     from ..model.export import export_onnx
+    from ..model.io import weights_digest
 
-    digest = hashlib.sha1(json.dumps([to_dict(model.cfg), list(size)]).encode())
-    for value in model.state_dict().values():
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    path = Path(cfg.onnx_cache) / f"{digest.hexdigest()[:16]}-{size[1]}x{size[0]}.onnx"
+    path = Path(cfg.onnx_cache) / f"{weights_digest(model, to_dict(model.cfg), list(size))}-{size[1]}x{size[0]}.onnx"
     if not path.exists():
         log.warning("exporting the model to ONNX for onnxruntime, once for %dx%d frames: %s", size[1], size[0], path)
         export_onnx(model, path, size)

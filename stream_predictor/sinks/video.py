@@ -95,8 +95,7 @@ class PreviewSink(Sink):
     needs_frames = True
 
     def __init__(self, classes: list[str], title: str = "stream-predictor", scale: int = 2, mirror: bool = False) -> None:
-        if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-            raise UserError("the preview window needs a display: DISPLAY is not set")
+        need_display("the preview window")
         self.classes, self.title, self.scale, self.mirror = classes, title, scale, mirror
         self.shown = 0
 
@@ -109,6 +108,12 @@ class PreviewSink(Sink):
 
     def close(self) -> None:
         close_window(self.title)
+
+
+def need_display(what: str) -> None:
+    """A window needs an X display on Linux: one line saying so, before anything else opens."""
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        raise UserError(f"{what} needs a display: DISPLAY is not set")
 
 
 def show_window(title: str, image: np.ndarray) -> bool:
@@ -151,8 +156,7 @@ class RecordingWindow:
     title = "stream-predictor: recording"
 
     def __init__(self, mirror: bool = False) -> None:
-        if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-            raise UserError("record.preview needs a display: DISPLAY is not set")
+        need_display("record.preview")
         self.mirror, self.shown = mirror, 0
 
     def show(self, image: np.ndarray, countdown: str | None, label: str | None) -> bool:

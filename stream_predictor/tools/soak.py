@@ -88,7 +88,7 @@ def soak_live(spec: str, seconds: float, cfg: Config, tick_ms: float = 0.0, stam
         if tick_ms:
             pause.wait(tick_ms / 1000)  # the slow model
 
-    threads_before, fds_before, running = threading.active_count(), open_fds(), set(threading.enumerate())
+    running, fds_before = set(threading.enumerate()), open_fds()
     p = Predictor.from_config(_soak_model((160, 120)), cfg, spec, sinks=[CallbackSink(watch)], keep_frames=stamped,
                               replay="realtime")
     try:
@@ -109,7 +109,7 @@ def soak_live(spec: str, seconds: float, cfg: Config, tick_ms: float = 0.0, stam
         "unstamped": unstamped[0] if stamped else None,
         "rss_mb_start": round(warm[0], 1), "rss_mb_end": round(warm[-1], 1),
         "rss_growth_pct": round(100 * (warm[-1] - warm[0]) / warm[0], 2),
-        "threads_before": threads_before, "threads_after": threads_left(running),
+        "threads_before": len(running), "threads_after": threads_left(running),
         "fds_before": fds_before, "fds_after": open_fds(),
     }
 
@@ -130,7 +130,7 @@ def soak(frames: int = 100_000, size: tuple[int, int] = (64, 48), sample_every: 
             if progress:
                 progress(tick.seq)
 
-    threads_before, fds_before, running = threading.active_count(), open_fds(), set(threading.enumerate())
+    running, fds_before = set(threading.enumerate()), open_fds()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ticks.jsonl"
         spec = f"synthetic:bounce?fps=0&frames={frames}&width={size[0]}&height={size[1]}"
@@ -147,7 +147,7 @@ def soak(frames: int = 100_000, size: tuple[int, int] = (64, 48), sample_every: 
         "accounted": s["captured"] == s["frames"] + s["skipped"], "jsonl_lines": lines,
         "rss_mb_start": round(base[0], 1), "rss_mb_end": round(base[-1], 1), "rss_mb_max": round(max(base), 1),
         "rss_growth_pct": round(100 * (base[-1] - base[0]) / base[0], 2),
-        "threads_before": threads_before, "threads_after": threads_left(running),
+        "threads_before": len(running), "threads_after": threads_left(running),
         "fds_before": fds_before, "fds_after": open_fds(),
         "seconds": round(seconds, 1), "fps": round(s["frames"] / seconds, 1),
         "latency_ms_p50": s["latency_ms_p50"], "latency_ms_p99": s["latency_ms_p99"],
