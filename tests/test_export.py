@@ -280,3 +280,22 @@ def test_multipredictor_on_onnxruntime_batches_streams_as_torch_does(tmp_path):
     for a, b in zip(results["torch"], results["onnxruntime"]):
         assert [x is None for x in a] == [x is None for x in b]
         np.testing.assert_allclose([x for x in a if x], [x for x in b if x], atol=1e-5)
+
+
+def test_bench_backends_and_precision_name_every_contender_and_the_path_it_ran():
+    from stream_predictor.tools import bench
+
+    weights = ROOT / "weights" / "pong.safetensors"
+    rows = {row["contender"]: row for row in bench.backends(weights, frames=12, repeats=1)}
+    assert list(rows) == ["ours: TickEngine", "ours, bfloat16", "eager module (preprocess, encode, step)",
+                          "recompute over the last 16 frames", "onnxruntime, the exported graph",
+                          "onnxruntime, int8 fully connected"]
+    assert rows["ours: TickEngine"]["vs_ours"] == 1.0 and all(r["ms_per_tick"] > 0 for r in rows.values())
+    assert rows["ours, bfloat16"]["path"].startswith("device: cpu bfloat16 (")
+    assert "onnxruntime" in rows["onnxruntime, int8 fully connected"]["path"]
+    prec = {row["precision"]: row for row in bench.precision(weights, frames=60)}
+    assert list(prec) == ["ours, bfloat16", "onnxruntime, the exported graph", "onnxruntime, int8 fully connected"]
+    assert prec["onnxruntime, the exported graph"]["class_agreement"] == 1.0
+    assert prec["onnxruntime, the exported graph"]["max_abs_dlogp"] < 0.05
+    for name in ("ours, bfloat16", "onnxruntime, int8 fully connected"):  # lower precision: close, not equal
+        assert prec[name]["class_agreement"] >= 0.9 and 0 < prec[name]["max_abs_dlogp"] < 2, prec[name]

@@ -9,7 +9,7 @@ import torch
 from stream_predictor import MultiPredictor, UserError
 from stream_predictor.config import ModelConfig
 from stream_predictor.model import build_model
-from stream_predictor.model.fast import _sparse_linear, cast_copy, packed_cell, packed_encoder
+from stream_predictor.model.fast import _sparse_linear, packed_cell, packed_encoder
 from stream_predictor.runtime.engine import TickEngine
 
 from conftest import decode_all
@@ -86,22 +86,25 @@ def test_engine_matches_the_offline_model_on_a_real_video_with_a_reset(video, fa
     assert len(set(classes.tolist())) > 1
 
 
-def test_half_precision_copy_keeps_the_classes_on_the_cpu(video):
-    """The GPU's float16/bfloat16 option is `cast_copy` + float32 preprocessing; its arithmetic checked here in bfloat16."""
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_engine_on_the_cpu_keeps_the_classes_and_says_how_it_ran(video, native, monkeypatch, caplog):
+    """`dtype=bfloat16` on the CPU: `cast_copy` + float32 preprocessing through the module path; the path names the dtype
+    and whether the CPU multiplies bfloat16 natively, and a CPU without those instructions gets a warning."""
+    import stream_predictor.runtime.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "cpu_bf16_native", lambda: native)
     frames = decode_all(video)
     model = model_for_video(0, frames)
-    half = cast_copy(model, torch.bfloat16)
-    assert half.encoder[0][0].weight.dtype == torch.bfloat16 and model.encoder[0][0].weight.dtype == torch.float32
-    with torch.inference_mode():
-        x = model.preproc(torch.from_numpy(frames))  # preprocessing stays float32, as in the engine
-        feats = half.encode(x.to(torch.bfloat16))
-        state, probs = tuple(s.to(torch.bfloat16) for s in half.init_state(1)), []
-        for t in range(len(frames)):
-            logits, state = half.step_features(feats[t : t + 1], state)
-            probs.append(torch.softmax(logits.float(), -1))
-    got, want = torch.cat(probs), offline(model, frames)
+    with caplog.at_level("WARNING"):
+        engine = TickEngine(model, dtype="bfloat16")
+    assert ("no bfloat16 instructions" in caplog.text) is not native
+    got = torch.from_numpy(np.stack([engine(frames[t : t + 1], [t == 0])[0][0] for t in range(len(frames))]))
+    assert engine._net.encoder[0][0].weight.dtype == torch.bfloat16 and model.encoder[0][0].weight.dtype == torch.float32
+    assert engine.path["device"] == "cpu bfloat16 " + ("(native)" if native else "(emulated: no bfloat16 instructions)")
+    assert engine.path["encoder"] == "module"  # the prepacked kernels are float32
+    want = offline(model, frames)
     diff = (got - want).abs()
-    assert diff.max() < 0.1 and diff.mean() < 0.03, (diff.max(), diff.mean())  # bfloat16 keeps 8 bits of mantissa
+    assert 0 < diff.max() < 0.1 and diff.mean() < 0.03, (diff.max(), diff.mean())  # bfloat16 keeps 8 bits of mantissa
     agree = (got.argmax(-1) == want.argmax(-1)).float().mean().item()
     assert agree >= 0.8, agree  # this model's classes are often close calls
 
@@ -141,7 +144,7 @@ def test_refresh_takes_new_weights_keeps_the_state_and_reports_no_size_change(vi
 
 def test_engine_rejects_what_the_cpu_cannot_do_and_bad_frames():
     model = nature()
-    with pytest.raises(UserError, match="CUDA"):
+    with pytest.raises(UserError, match="float16 needs a CUDA device"):
         TickEngine(model, dtype="float16")
     with pytest.raises(UserError, match="CUDA graphs"):
         TickEngine(model, graph=True)

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--windows", default="8,16,32", help="window sizes N for the recompute baseline")
     p.add_argument("--repeats", type=int, default=5, help="repeats per figure (the median is reported)")
     p.add_argument("--only", default="per_tick,threads,streams,latency,capture,sources,train",
-                   help="which parts to run, comma-separated (also: parity, web, backends, preprocess)")
+                   help="which parts to run, comma-separated (also: parity, web, backends, preprocess, precision)")
     p.add_argument("--weights", default="weights/pong.safetensors", help="backends: the weights to compare on")
 
 
@@ -92,6 +92,11 @@ def _backends(args, encoders, windows, targets, cfg):
             f"{cfg.predict.threads} thread(s)"), bench.backends(args.weights, repeats=args.repeats)
 
 
+def _precision(args, encoders, windows, targets, cfg):
+    return (f"lower precisions vs float32: {args.weights} plays 1,000 Pong frames in float32; the others see the same "
+            "frames"), bench.precision(args.weights)
+
+
 def _preprocess(args, encoders, windows, targets, cfg):
     return f"preprocessing one 210x160 Pong frame ({args.weights}'s crop, luma, resize, round, normalise), 1 thread", \
         bench.preprocess(args.weights, repeats=args.repeats)
@@ -99,7 +104,7 @@ def _preprocess(args, encoders, windows, targets, cfg):
 
 PARTS = {"per_tick": _per_tick, "threads": _threads, "streams": _streams, "parity": _parity, "capture": _capture,
          "sources": _sources, "latency": _latency, "train": _train, "web": _web,
-         "backends": _backends, "preprocess": _preprocess}
+         "backends": _backends, "preprocess": _preprocess, "precision": _precision}
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

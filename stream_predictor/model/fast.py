@@ -30,6 +30,33 @@ def _cpu_fast_ops() -> bool:
     return torch.backends.mkldnn.is_available()
 
 
+def cpu_info() -> tuple[str, set[str]]:
+    """This CPU's model name and instruction-set flags, as /proc/cpuinfo gives them (elsewhere: the platform's name, no flags)."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if flags and name:
+                    break
+    except OSError:
+        pass
+    return name, flags
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # instructions that multiply bfloat16 natively
+
+
+def cpu_bf16_native() -> bool:
+    return any(f in cpu_info()[1] for f in BF16_FLAGS)
+
+
 def _layers(module: nn.Module) -> list[nn.Module]:
     """The leaf modules of nested Sequentials, in order (None for an empty Sequential)."""
     if isinstance(module, nn.Sequential):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..model.fast import cast_copy, cuda_graph, packed_cell, packed_encoder
+from ..model.fast import BF16_FLAGS, cast_copy, cpu_bf16_native, cpu_info, cuda_graph, packed_cell, packed_encoder
 from ..model.stream_model import State, StreamModel
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,15 @@ class TickEngine:
         self.device = model.head.weight.device
         self.streams, self.mode, self.window = streams, mode, window
         self.dtype = DTYPES[dtype]
-        if self.device.type == "cpu" and self.dtype != torch.float32:
-            raise UserError(f"dtype {dtype} needs a CUDA device; on the CPU the engine runs float32")
+        if self.device.type == "cpu" and self.dtype == torch.float16:
+            raise UserError("dtype float16 needs a CUDA device; on the CPU the engine runs float32 or bfloat16")
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and not cpu_bf16_native():
+            log.warning("this CPU (%s) has no bfloat16 instructions (%s): bfloat16 runs emulated, slower than float32",
+                        cpu_info()[0], ", ".join(BF16_FLAGS))
         self.use_graph = self.device.type == "cuda" if graph is None else graph
         if self.use_graph and self.device.type != "cuda":
             raise UserError("CUDA graphs need a CUDA device")
-        self.fast_cpu = fast_cpu and self.device.type == "cpu"
+        self.fast_cpu = fast_cpu and self.device.type == "cpu" and self.dtype == torch.float32  # the packed kernels are float32
         self._net = model if self.dtype == torch.float32 else cast_copy(model, self.dtype)
         self._shape: tuple[int, int] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -120,7 +123,10 @@ class TickEngine:
             self._encode, encoder = (packed, "oneDNN prepacked") if packed else (self._encode, "module")
             packed_step = packed_cell(self._net, k) if self.mode == "stateful" else None
             self._step, cell = (self._cpu_step(packed_step), "prepacked") if packed_step else (self._step, "module")
-        self.path = {"device": f"{dev.type} {str(self.dtype).removeprefix('torch.')}", "encoder": encoder,
+        device = f"{dev.type} {str(self.dtype).removeprefix('torch.')}"
+        if dev.type == "cpu" and self.dtype == torch.bfloat16:
+            device += " (native)" if cpu_bf16_native() else " (emulated: no bfloat16 instructions)"
+        self.path = {"device": device, "encoder": encoder,
                      "temporal": f"{self.mode} ({cell} cell)" if self.mode == "stateful" else f"windowed over {self.window}",
                      "graph": "CUDA graph" if self.use_graph else "none"}
         if self.use_graph:

@@ -23,10 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
 from ..config import ModelConfig
 from ..model import StreamModel, build_model
+from ..model.fast import BF16_FLAGS, cpu_info
 from ..runtime.capture import CaptureThread
 from ..runtime.engine import TickEngine
 from ..runtime.predictor import Predictor
@@ -164,15 +166,9 @@ def train_fps(encoder: str = "nature_cnn", batch: int = 16, seq_len: int = 32, s
 
 def machine() -> dict:
     """What the figures were measured on."""
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__}
+    cpu, flags = cpu_info()
+    info = {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__,
+            "isa": " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", *BF16_FLAGS) if f in flags)}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -337,27 +333,81 @@ def backends(weights: str | Path, frames: int = 300, repeats: int = 5, window: i
         torch.softmax(model(torch.stack(clip)[None])[:, -1], -1)
 
     ours(images[0])  # builds the engine, which then says which path it took
+    bf16 = TickEngine(model, 1, dtype="bfloat16")
+    bf16(images[0][None], [False])
     contenders: dict[str, tuple[Callable, str]] = {
-        "ours: TickEngine": (ours, ", ".join(f"{k}: {v}" for k, v in engine.path.items())),
+        "ours: TickEngine": (ours, _path(engine.path)),
+        "ours, bfloat16": (lambda image: bf16(image[None], [False]), _path(bf16.path)),
         "eager module (preprocess, encode, step)": (eager, "torch modules"),
         f"recompute over the last {window} frames": (recompute, "torch modules"),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            from ..model.export import export_onnx
-            from ..runtime.onnx_engine import OnnxEngine
-
-            graph, _ = export_onnx(model, Path(tmp) / "step.onnx", images[0].shape[:2])
-            ort_engine = OnnxEngine(graph, 1, torch.get_num_threads())
-            contenders["onnxruntime, the exported graph"] = (lambda image: ort_engine(image[None], [False]),
-                                                             ort_engine.path["backend"])
-        except ImportError as e:
-            contenders[f"onnxruntime (not run: {e.name} is not installed)"] = (None, "")
+        for name, engine_fn, path in _onnx_engines(model, Path(tmp), images[0].shape[:2]):
+            contenders[name] = (engine_fn and (lambda image, e=engine_fn: e(image[None], [False])), path)
         times = _interleaved({name: fn for name, (fn, _) in contenders.items()}, images, repeats)
     base = statistics.median(times["ours: TickEngine"])
     return [{"contender": name, "ms_per_tick": round(statistics.median(times[name]), 3) if times[name] else None,
              "vs_ours": round(statistics.median(times[name]) / base, 2) if times[name] else None, "path": path}
             for name, (_, path) in contenders.items()]
+
+
+def _path(path: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in path.items())
+
+
+def _onnx_engines(model: StreamModel, tmp: Path, size: tuple[int, int]) -> list[tuple[str, Callable | None, str]]:
+    """The model exported to ONNX, float32 and with int8 fully connected layers, each in an onnxruntime engine of one
+    stream: (name, engine, path); one row (name, None, "") saying why when onnxruntime or the exporter is missing."""
+    try:
+        from ..model.export import export_onnx
+        from ..runtime.onnx_engine import OnnxEngine
+
+        rows = []
+        for name, int8 in (("onnxruntime, the exported graph", False), ("onnxruntime, int8 fully connected", True)):
+            graph, _ = export_onnx(model, tmp / f"step_{int8}.onnx", size, int8=int8)
+            engine = OnnxEngine(graph, 1, torch.get_num_threads())
+            rows.append((name, engine, engine.path["backend"]))
+        return rows
+    except ImportError as e:
+        return [(f"onnxruntime (not run: {e.name} is not installed)", None, "")]
+
+
+def precision(weights: str | Path, frames: int = 1000) -> list[dict]:
+    """Lower precisions against float32 on one real game: the float32 model (torch modules) plays Pong (seed 5) for `frames` steps; the
+    bfloat16 engine and the exported graphs (float32, int8) see the same frames, resets included. Class agreement with
+    float32 torch and the largest log-probability difference."""
+    from ..model import load_model
+    from ..games.pong import PONG_ACTIONS
+
+    model = load_model(weights).eval()
+    reference = TickEngine(model, 1, fast_cpu=False)  # the float32 model itself
+    src = open_source("ale:Pong?seed=5", _bench_source_config())
+    clip, firsts, want = [], [], []
+    try:
+        for _ in range(frames):
+            frame = src.read()
+            clip.append(frame.image.copy())
+            firsts.append(bool(frame.first))
+            probs, cls = reference(clip[-1][None], [firsts[-1]])
+            want.append(np.log(probs[0]))
+            src.act(PONG_ACTIONS[model.classes[int(cls[0])]])
+    finally:
+        src.close()
+    bf16 = TickEngine(model, 1, dtype="bfloat16")
+    contenders: list[tuple[str, Callable | None, str]] = [("ours, bfloat16", bf16, "")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        contenders += _onnx_engines(model, Path(tmp), clip[0].shape[:2])
+        for name, engine, _ in contenders:
+            if engine is None:
+                rows.append({"precision": name, "class_agreement": None, "max_abs_dlogp": None, "path": ""})
+                continue
+            got = [np.log(engine(image[None], [first])[0][0]) for image, first in zip(clip, firsts)]
+            agree = float(np.mean([g.argmax() == w.argmax() for g, w in zip(got, want)]))
+            worst = float(max(np.abs(g - w).max() for g, w in zip(got, want)))
+            rows.append({"precision": name, "class_agreement": round(agree, 4), "max_abs_dlogp": float(f"{worst:.3g}"),
+                         "path": _path(engine.path)})
+    return rows
 
 
 def preprocess(weights: str | Path, frames: int = 300, repeats: int = 5) -> list[dict]:
