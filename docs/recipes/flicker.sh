@@ -1,30 +1,41 @@
 #!/usr/bin/env bash
-# Flickering Pong (ale:Pong?flicker=0.5, each frame blank with probability 0.5): the CNN+LSTM and the same CNN
-# without memory (T=1) trained on the same data. Starts from runs/flick_n1.safetensors and
-# runs/flick_nomem_n1.safetensors (docs/pong.md says how those were made).
-# Usage: bash docs/recipes/flicker.sh train|score
+# Flickering Pong (ale:Pong?flicker=0.5: each frame blank with probability 0.5), docs/tuning.md. The CNN of the shipped
+# Pong agent stays as it is (frozen, each frame encoded once); what learns is the LSTM and the head: cloned from the RAM
+# expert on flicker games, DAgger rounds with the model playing, then PPO in the game. The same steps for the same CNN
+# without memory (single frames, T=1), so the two differ only in the memory. Every step skips what it already made.
+#   clone           5 x 20k expert frames (seeds 20000-20400), 2 DAgger rounds: runs/flick/f2 and runs/flick/n2 (T=1)
+#   tune [FRAMES]   PPO from each (resumes; training games use seeds from 1,100,000 up)
+#   select DIR      each snapshot in DIR plays seeds 4000-4009 (full games): choose there
+#   report WEIGHTS  30 games on seeds never used for training or choosing: 7000-7014 and 9000-9014
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-run() { python run.py "$@"; }
-rec() { [[ -e $2/meta.yaml ]] || run record --config pong --source "ale:Pong?flicker=0.5&seed=$1" --out "$2" --frames 20000 "${@:3}"; }
-FINE=(train.epochs=4 train.lr=3e-4 train.warmup_steps=10)
+PY=${PYTHON:-python}
+GAME='ale:Pong?flicker=0.5'
+D=data/flicker3
+FROZEN=(train.init=weights/pong.safetensors train.freeze_encoder=true train.lr=3e-4 train.warmup_steps=10 train.epochs=8)
 NOMEM=(train.mode=windowed train.seq_len=1 train.batch_size=512)
+rec() { [[ -e $2/meta.yaml ]] || $PY run.py record --config pong --source "$GAME&seed=$1" --out "$2" --frames 20000 "${@:3}"; }
+fit() { [[ -e $1 ]] || $PY run.py train --config pong --data $D/* --out "$1" "${@:2}" --json | tail -1; }
+play() { $PY run.py play --weights "$1" --source "$GAME" --episodes "$2" --seed "$3" --json | tail -1; }
 
 case "${1:-}" in
-train)
-  for s in 0 100 200 300 400; do rec $((20000 + s)) data/flicker2/bc$s; done
-  for s in 1 2 3 4; do rec $((21000 + s)) data/flicker2/dagger$s --policy runs/flick_n1.safetensors; done
-  run train --config pong --data data/flicker2/* --out runs/flick_s1.safetensors train.init=runs/flick_n1.safetensors "${FINE[@]}"
-  for s in 5 6; do rec $((21000 + s)) data/flicker2/dagger$s --policy runs/flick_s1.safetensors; done
-  run train --config pong --data data/flicker2/* --out runs/flick_s2.safetensors train.init=runs/flick_s1.safetensors "${FINE[@]}"
-  run train --config pong --data data/flicker2/* --out runs/flick_nomem_s.safetensors "${NOMEM[@]}" \
-    train.init=runs/flick_nomem_n1.safetensors train.epochs=2 train.lr=3e-4 train.warmup_steps=10 ;;
-score)
-  for w in runs/flick_s2.safetensors runs/flick_nomem_s.safetensors; do
-    for s in 1000 2000 3000; do
-      run play --weights $w --source 'ale:Pong?flicker=0.5' --episodes 10 --seed $s --json | tail -1
-    done
+clone)
+  for s in 0 100 200 300 400; do rec $((20000 + s)) $D/bc$s; done
+  fit runs/flick/f1.safetensors "${FROZEN[@]}"
+  for s in 1 2; do rec $((21000 + s)) $D/dagger$s --policy runs/flick/f1.safetensors; done
+  fit runs/flick/f2.safetensors "${FROZEN[@]}"
+  fit runs/flick/n2.safetensors "${FROZEN[@]}" "${NOMEM[@]}" ;;
+tune)
+  for m in f n; do
+    resume=(); [[ -e runs/flick/${m}_rl.run/checkpoint.safetensors ]] && resume=(--resume)
+    $PY run.py tune --config pong --init runs/flick/${m}2.safetensors --envs 8 --frames "${2:-1000000}" \
+      --out runs/flick/${m}_rl.safetensors --game "$GAME" tune.seed=1100000 tune.save_every=250000 tune.threads=1 \
+      "${resume[@]}" --json | tail -1
   done ;;
+select)
+  for w in "$2"/frames_*.safetensors; do echo "$w $(play "$w" 10 4000)"; done ;;
+report)
+  for seed in 7000 9000; do play "$2" 15 $seed; done ;;
 *)
-  echo "usage: bash docs/recipes/flicker.sh train|score" >&2; exit 2 ;;
+  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | select DIR | report WEIGHTS" >&2; exit 2 ;;
 esac

@@ -376,8 +376,8 @@ def precision(weights: str | Path, frames: int = 1000) -> list[dict]:
     """Lower precisions against float32 on one real game: the float32 model (torch modules) plays Pong (seed 5) for `frames` steps; the
     bfloat16 engine and the exported graphs (float32, int8) see the same frames, resets included. Class agreement with
     float32 torch and the largest log-probability difference."""
-    from ..model import load_model
     from ..games.pong import PONG_ACTIONS
+    from ..model import load_model
 
     model = load_model(weights).eval()
     reference = TickEngine(model, 1, fast_cpu=False)  # the float32 model itself
