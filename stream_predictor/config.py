@@ -83,7 +83,7 @@ class PredictConfig:
     hysteresis: Annotated[float, R(0, 1)] = 0.0  # probability margin a new class needs to replace the current one (0: off)
     threads: Annotated[int, R(0, 1024)] = 1  # torch threads for inference; one is fastest when another core is busy
     device: str = "cpu"  # torch device for inference ("cuda" for a GPU)
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # compute dtype (float16: CUDA; bfloat16: CUDA, or CPUs, native with AVX512-BF16/AMX)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # float16: CUDA only; bfloat16: also CPUs (native with AVX512-BF16/AMX)
     graph: bool = True  # on CUDA, capture the whole tick as one CUDA graph and replay it
     fast_cpu: bool = True  # on the CPU, prepacked oneDNN weights with fused ReLU where the encoder allows (nature_cnn)
     # The CPU path of a stateful model: torch's engine, or its exported graph in onnxruntime (docs/serving.md); auto:
