@@ -3,7 +3,7 @@
 # Pong agent stays as it is (frozen, each frame encoded once); what learns is the LSTM and the head: cloned from the RAM
 # expert on flicker games, DAgger rounds with the model playing, then PPO in the game. The same steps for the same CNN
 # without memory (single frames, T=1), so the two differ only in the memory. Every step skips what it already made.
-#   clone           5 x 20k expert frames (seeds 20000-20400), 2 DAgger rounds: runs/flick/f2 and runs/flick/n2 (T=1)
+#   clone           5 x 20k expert frames (seeds 20000-20400), 3 DAgger rounds: runs/flick/f4, and n4 (T=1) on the same data
 #   tune [FRAMES]   PPO from each (resumes; training games use seeds from 1,100,000 up)
 #   select DIR      each snapshot in DIR plays seeds 4000-4009 (full games): choose there
 #   report WEIGHTS  30 games on seeds never used for training or choosing: 7000-7014 and 9000-9014
@@ -22,13 +22,15 @@ case "${1:-}" in
 clone)
   for s in 0 100 200 300 400; do rec $((20000 + s)) $D/bc$s; done
   fit runs/flick/f1.safetensors "${FROZEN[@]}"
-  for s in 1 2; do rec $((21000 + s)) $D/dagger$s --policy runs/flick/f1.safetensors; done
-  fit runs/flick/f2.safetensors "${FROZEN[@]}"
-  fit runs/flick/n2.safetensors "${FROZEN[@]}" "${NOMEM[@]}" ;;
+  for r in 1 2 3; do  # DAgger: the model plays (the expert labels), then it learns from everything recorded so far
+    for s in $((2 * r - 1)) $((2 * r)); do rec $((21000 + s)) $D/dagger$s --policy runs/flick/f$r.safetensors; done
+    fit runs/flick/f$((r + 1)).safetensors "${FROZEN[@]}"
+  done
+  fit runs/flick/n4.safetensors "${FROZEN[@]}" "${NOMEM[@]}" ;;
 tune)
   for m in f n; do
     resume=(); [[ -e runs/flick/${m}_rl.run/checkpoint.safetensors ]] && resume=(--resume)
-    $PY run.py tune --config pong --init runs/flick/${m}2.safetensors --envs 8 --frames "${2:-1000000}" \
+    $PY run.py tune --config pong --init runs/flick/${m}4.safetensors --envs 8 --frames "${2:-1000000}" \
       --out runs/flick/${m}_rl.safetensors --game "$GAME" tune.seed=1100000 tune.save_every=250000 tune.threads=1 \
       "${resume[@]}" --json | tail -1
   done ;;
