@@ -183,7 +183,8 @@ def test_soak_on_the_rtsp_server_reports_ages_accounting_and_resources():
                             "--stamped", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["accounted"] and out["unstamped"] == 0 and out["reconnects"] == 0
+    assert out["reconnects"] == 0, out["events"]  # a local server never drops: a reconnect here names its cause
+    assert out["accounted"] and out["unstamped"] == 0
     assert out["captured"] == out["processed"] + out["skipped"] + out["unread"] and out["skipped"] > 0
     assert 0 < out["age_ms_end"]["p50"] < 400 and out["age_ms_end"]["n"] > 50
     assert out["threads_after"] == out["threads_before"] and out["fds_after"] == out["fds_before"]

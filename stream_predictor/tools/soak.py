@@ -103,6 +103,7 @@ def soak_live(spec: str, seconds: float, cfg: Config, tick_ms: float = 0.0, stam
         "source": spec, "seconds": round(seconds_run, 1), "ended_early": done, "tick_ms": tick_ms,
         "captured": s["captured"], "processed": s["frames"], "skipped": s["skipped"], "unread": s["unread"],
         "accounted": s["captured"] == s["frames"] + s["skipped"] + s["unread"], "reconnects": s["reconnects"],
+        "events": [f"{t - t0:.2f}s {what}" for t, what in p.capture.events],  # why each reconnect happened, when
         "resets": s["resets"], "capture_fps": round(s["captured"] / seconds_run, 2), "ticks_per_s": s["fps"],
         "age_ms_start": _percentiles([a for t, a in ages if t < window_s]),
         "age_ms_end": _percentiles([a for t, a in ages if t >= seconds_run - window_s]),
