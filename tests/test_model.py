@@ -195,3 +195,23 @@ def test_bad_model_config(key, value, words):
 def test_input_too_small_for_encoder():
     with pytest.raises(ConfigError, match="too small"):
         build_model(tiny(size=(16, 16)))
+
+
+@pytest.mark.parametrize("temporal,layers", [("lstm", 1), ("lstm", 2), ("gru", 1)])
+def test_a_reset_before_every_frame_runs_as_one_batch_and_equals_the_cut_sequence(temporal, layers):
+    """Every frame first (a model of single frames in `tune`): one call over B·T length-1 sequences, the same outputs and
+    final state as cutting the sequence before every frame."""
+    torch.manual_seed(0)
+    model = build_model(tiny(temporal=temporal, layers=layers)).eval()
+    feats = torch.randn(3, 7, model.feature_dim)
+    state = tuple(torch.randn_like(s) for s in model.init_state(3))
+    first = torch.ones(3, 7, dtype=torch.bool)
+    with torch.no_grad():
+        out, last = model.recurrent(feats, state, first)
+        outs, st = [], state
+        for t in range(7):  # the long way: a reset, then one step
+            o, st = model._rnn(feats[:, t : t + 1], model.reset_state(st, first[:, t]))
+            outs.append(o)
+    torch.testing.assert_close(out, torch.cat(outs, 1), rtol=0, atol=1e-6)
+    for a, b in zip(last, st):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
