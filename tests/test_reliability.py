@@ -204,7 +204,9 @@ def test_a_gap_longer_than_the_limit_resets_the_recurrent_state():
     model = build_model(ModelConfig(input_size=[48, 48], hidden=8, feature_dim=16))
     with Predictor(model, GappyLive(40, 20, 0.5), max_gap_s=0.2) as p:
         ticks = list(p)
-    assert [t.seq for t in ticks if t.first] == [0, 20]  # the start, and after the gap
+    after_gap = min(t.seq for t in ticks if t.seq >= 20)  # frame 20, unless a loaded machine skipped it for a newer one
+    assert [t.seq for t in ticks if t.first] == [0, after_gap]  # the start, and the first decision after the gap
+    assert after_gap < 25
     with Predictor(model, GappyLive(40, 20, 0.5), max_gap_s=5.0) as p:
         assert [t.seq for t in p if t.first] == [0]
 
@@ -234,9 +236,10 @@ def test_soak_memory_threads_fds_and_accounting():
     assert result["accounted"] and result["captured"] == result["processed"] == 10_000 and result["unread"] == 0
     assert result["jsonl_lines"] == 10_000
     assert result["rss_growth_pct"] < 5.0
-    assert result["threads_after"] == result["threads_before"] and result["fds_after"] == result["fds_before"]
+    assert result["threads_leaked"] == [] and result["threads_after"] <= result["threads_before"]
+    assert result["fds_after"] <= result["fds_before"]  # threads and files of earlier tests may close meanwhile
     flat_out = soak(10_000, sample_every=500, replay="realtime")  # the source flat out: the model skips, nothing is lost count of
-    assert flat_out["accounted"] and flat_out["skipped"] > 0 and flat_out["threads_after"] == flat_out["threads_before"]
+    assert flat_out["accounted"] and flat_out["skipped"] > 0 and flat_out["threads_leaked"] == []
 
 
 if __name__ == "__main__":

@@ -26,14 +26,16 @@ from ..sinks import CallbackSink, JsonlSink
 from .rtsp_pattern import read_stamp
 
 
-def threads_left(before: set[threading.Thread], grace_s: float = 5.0) -> int:
-    """Threads alive now, after giving those started since `before` up to `grace_s` to finish (a loaded machine can be
-    slow to schedule a thread that was told to stop)."""
+def threads_left(before: set[threading.Thread], grace_s: float = 5.0) -> tuple[int, list[str]]:
+    """Threads alive now, and the names of those started since `before` that are still alive (leaked), after giving
+    them up to `grace_s` to finish (a loaded machine can be slow to schedule a thread that was told to stop). Threads
+    that were there before may end meanwhile: fewer after is not a leak."""
     deadline = time.monotonic() + grace_s
     for t in set(threading.enumerate()) - before:
         if t is not threading.current_thread():
             t.join(max(0.0, deadline - time.monotonic()))
-    return threading.active_count()
+    leaked = sorted(t.name for t in set(threading.enumerate()) - before if t.is_alive())
+    return threading.active_count(), leaked
 
 
 def rss_mb() -> float:
@@ -97,7 +99,7 @@ def soak_live(spec: str, seconds: float, cfg: Config, tick_ms: float = 0.0, stam
     finally:
         p.close()
     seconds_run = time.monotonic() - t0
-    s = p.summary()
+    s, threads = p.summary(), threads_left(running)
     warm = [r for t, r in samples if t >= 0.1 * seconds_run] or [samples[-1][1]]
     return {
         "source": spec, "seconds": round(seconds_run, 1), "ended_early": done, "tick_ms": tick_ms,
@@ -110,7 +112,7 @@ def soak_live(spec: str, seconds: float, cfg: Config, tick_ms: float = 0.0, stam
         "unstamped": unstamped[0] if stamped else None,
         "rss_mb_start": round(warm[0], 1), "rss_mb_end": round(warm[-1], 1),
         "rss_growth_pct": round(100 * (warm[-1] - warm[0]) / warm[0], 2),
-        "threads_before": len(running), "threads_after": threads_left(running),
+        "threads_before": len(running), "threads_after": threads[0], "threads_leaked": threads[1],
         "fds_before": fds_before, "fds_after": open_fds(),
     }
 
@@ -140,7 +142,7 @@ def soak(frames: int = 100_000, size: tuple[int, int] = (64, 48), sample_every: 
             p.run()
         seconds = time.monotonic() - t0
         lines = sum(1 for _ in open(out))
-    s = p.summary()
+    s, threads = p.summary(), threads_left(running)
     base = [r for seq, r in samples if seq >= warm] or [samples[-1][1]]
     return {
         "frames": frames, "replay": replay, "captured": s["captured"], "processed": s["frames"], "skipped": s["skipped"],
@@ -148,7 +150,7 @@ def soak(frames: int = 100_000, size: tuple[int, int] = (64, 48), sample_every: 
         "accounted": s["captured"] == s["frames"] + s["skipped"], "jsonl_lines": lines,
         "rss_mb_start": round(base[0], 1), "rss_mb_end": round(base[-1], 1), "rss_mb_max": round(max(base), 1),
         "rss_growth_pct": round(100 * (base[-1] - base[0]) / base[0], 2),
-        "threads_before": len(running), "threads_after": threads_left(running),
+        "threads_before": len(running), "threads_after": threads[0], "threads_leaked": threads[1],
         "fds_before": fds_before, "fds_after": open_fds(),
         "seconds": round(seconds, 1), "fps": round(s["frames"] / seconds, 1),
         "latency_ms_p50": s["latency_ms_p50"], "latency_ms_p99": s["latency_ms_p99"],
