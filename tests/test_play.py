@@ -284,3 +284,27 @@ def test_the_default_job_leaves_a_video_and_play_writes_gifs(tmp_path):
 
     with Image.open(gif) as im:
         assert im.n_frames == 41 and im.size[1] == 210 and im.info["duration"] == 70
+
+
+def test_the_flickering_pong_agent_decides_blank_frames_from_memory():
+    """On a blanked frame the picture says nothing; the shipped Flickering Pong agent still moves its paddle one way or
+    the other there, from what its LSTM carried across the blanks."""
+    from stream_predictor.games.pong import PONG_ACTIONS
+    from stream_predictor.runtime.engine import TickEngine
+
+    path = ROOT / "weights" / "flickering_pong.safetensors"
+    assert path.stat().st_size <= 10 * 1024 * 1024
+    model = load_model(path)
+    engine, src = TickEngine(model, 1), open_source("ale:Pong?flicker=0.5&seed=3", load_config("pong").source)
+    on_blanks = []
+    try:
+        for _ in range(400):
+            frame = src.read()
+            _, cls = engine(frame.image[None], [frame.first])
+            if not frame.image.any():
+                on_blanks.append(model.classes[int(cls[0])])
+            src.act(PONG_ACTIONS[model.classes[int(cls[0])]])
+    finally:
+        src.close()
+    # not one fixed answer to a blank frame (its twin without memory says `stay` to all 189 of them)
+    assert len(on_blanks) > 150 and {"up", "down"} <= set(on_blanks), on_blanks
