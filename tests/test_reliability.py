@@ -236,8 +236,9 @@ def test_soak_memory_threads_fds_and_accounting():
     assert result["accounted"] and result["captured"] == result["processed"] == 10_000 and result["unread"] == 0
     assert result["jsonl_lines"] == 10_000
     assert result["rss_growth_pct"] < 5.0
+    # threads of earlier tests may end meanwhile: fewer after is no leak
     assert result["threads_leaked"] == [] and result["threads_after"] <= result["threads_before"]
-    assert result["fds_after"] <= result["fds_before"]  # threads and files of earlier tests may close meanwhile
+    assert result["fds_after"] == result["fds_before"]
     flat_out = soak(10_000, sample_every=500, replay="realtime")  # the source flat out: the model skips, nothing is lost count of
     assert flat_out["accounted"] and flat_out["skipped"] > 0 and flat_out["threads_leaked"] == []
 

@@ -7,6 +7,7 @@ reports which path it took.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -30,11 +31,12 @@ def _cpu_fast_ops() -> bool:
     return torch.backends.mkldnn.is_available()
 
 
-def cpu_info() -> tuple[str, set[str]]:
+@functools.cache  # the CPU does not change while the process runs: /proc/cpuinfo is read once
+def cpu_info() -> tuple[str, frozenset[str]]:
     """This CPU's model name and instruction-set flags, as /proc/cpuinfo gives them (elsewhere: the platform's name, no flags)."""
     import platform
 
-    name, flags = platform.processor() or platform.machine(), set()
+    name, flags = platform.processor() or platform.machine(), frozenset()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -42,7 +44,7 @@ def cpu_info() -> tuple[str, set[str]]:
                 if key.strip() == "model name":
                     name = value.strip()
                 elif key.strip() == "flags":
-                    flags = set(value.split())
+                    flags = frozenset(value.split())
                 if flags and name:
                     break
     except OSError:
