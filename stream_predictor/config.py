@@ -87,10 +87,15 @@ class PredictConfig:
     graph: bool = True  # on CUDA, capture the whole tick as one CUDA graph and replay it
     fast_cpu: bool = True  # on the CPU, prepacked oneDNN weights with fused ReLU where the encoder allows (nature_cnn)
     # The CPU path of a stateful model: torch's engine, or its exported graph in onnxruntime (docs/serving.md); auto:
-    # whichever is faster, timed on the first frame (MultiPredictor: onnxruntime), where onnxruntime and the exporter
-    # are installed, else torch (with a warning saying why)
-    backend: Literal["torch", "onnxruntime", "auto"] = "torch"
+    # torch first, the graph exported in the background after `auto_after` ticks, then whichever of the two is faster,
+    # timed on the stream's own ticks (torch alone, with a warning saying why, for a model the graph cannot run)
+    backend: Literal["torch", "onnxruntime", "auto"] = "auto"
+    auto_after: Annotated[int, R(0, 10**9)] = 100  # backend=auto: ticks before the graph is exported (short runs stay on torch)
     onnx_cache: str = ".cache/onnx"  # exported graphs for backend onnxruntime, by weights and frame size (made once)
+    # recorded video in lockstep: frames encoded per CNN call (one batch), the LSTM then run over them; the ticks are
+    # those of one frame at a time. Used only where it cannot change a decision (no live source, no sink that acts,
+    # no fixed tick rate); 0 or 1: one frame per tick
+    chunk: Annotated[int, R(0, 4096)] = 32
     max_gap_s: Annotated[float, R(0.001, 86400)] = 1.0  # a live source silent for longer resets the recurrent state
     print_every: Annotated[int, R(0, 10**9)] = 0  # print one tick line every so many ticks (0: none)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from stream_predictor.errors import UserError  # noqa: E402
 from stream_predictor.model import build_model, load_model, save_model  # noqa: E402
 from stream_predictor.model.export import export_onnx, frame_size_of, read_meta  # noqa: E402
 from stream_predictor.runtime.agent import ModelAgent  # noqa: E402
+from stream_predictor.runtime.engine import TickEngine  # noqa: E402
 from stream_predictor.runtime.onnx_engine import OnnxEngine  # noqa: E402
 from stream_predictor.runtime.predictor import Predictor  # noqa: E402
 from stream_predictor.sources import open_source  # noqa: E402
@@ -72,7 +74,7 @@ def test_a_thousand_pong_steps_with_resets_match_the_torch_model(pong_graph):
     """The whole tick (preprocessing included) in onnxruntime against the torch engine: log-probabilities within 1e-4."""
     model = load_model(PONG)
     frames = pong_frames(1000, seed=11)
-    ours, theirs = ModelAgent(model).engine, OnnxEngine(pong_graph)
+    ours, theirs = ModelAgent.torch(model).engine, OnnxEngine(pong_graph)
     worst, agree = 0.0, 0
     for i, frame in enumerate(frames):
         first = [i % 250 == 0]  # the state is reset four times
@@ -88,7 +90,7 @@ def test_any_number_of_streams_in_one_call(pong_graph):
     model = load_model(PONG)
     frames = np.stack(pong_frames(5, seed=12))
     for k in (1, 5):
-        ours, theirs = ModelAgent(model).engine.__class__(model, k), OnnxEngine(pong_graph, streams=k)
+        ours, theirs = TickEngine(model, k), OnnxEngine(pong_graph, streams=k)
         for step in range(3):
             first = [step == 0] * k
             p_torch, _ = ours(frames[:k], first)
@@ -102,7 +104,7 @@ def test_a_gru_model_exports_with_h_alone(tmp_path):
     out, diff = export_onnx(model, tmp_path / "g.onnx", (60, 80))
     engine = OnnxEngine(out)
     assert engine.names == ["h"] and engine.state[0].shape == (2, 1, 16) and diff < 1e-3
-    ours = ModelAgent(model).engine
+    ours = ModelAgent.torch(model).engine
     rng = np.random.default_rng(0)
     for i in range(20):
         frame = np.repeat(rng.integers(0, 255, (6, 8, 3), np.uint8), 10, axis=0).repeat(10, axis=1)
@@ -237,20 +239,35 @@ def test_the_onnxruntime_backend_decides_as_torch_and_exports_once(tmp_path, cap
     assert len([r for r in caplog.records if "exporting the model" in r.getMessage()]) == 1
 
 
-def test_auto_times_both_backends_on_the_first_frame_and_says_which_runs(tmp_path, caplog):
+def test_auto_exports_in_the_background_then_times_both_on_real_ticks(tmp_path, caplog):
+    """backend=auto: ticks go on on torch while a child process exports the graph; with the graph there, the two engines
+    take turns on real ticks (state handed over, resets inside) and the faster runs on, with the same decisions."""
     model = load_model(PONG)
-    frames = pong_frames(40, seed=17)
-    cfg = load_config(overrides=["predict.backend=auto", f"predict.onnx_cache={tmp_path / 'cache'}"])
+    frames = pong_frames(60, seed=17)
+    cache = tmp_path / "cache"
+    cfg = load_config(overrides=["predict.auto_after=2", "predict.chunk=0", f"predict.onnx_cache={cache}"])
+    assert cfg.predict.backend == "auto"  # the default
+    exporting = []
+    with torch.inference_mode(), Predictor.from_config(model, cfg, Frames(frames, {0})) as p:
+        for _ in p:
+            exporting.append(p.agent.engine._export is not None)
+        engine = p.agent.engine
+    assert not exporting[0] and any(exporting), "the first ticks ran while the graph was exported"
+    deadline = time.monotonic() + 180
+    while engine._export is not None and engine._export.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(list(cache.glob("*.onnx"))) == 1, "the child process wrote the graph into the cache"
     with torch.inference_mode(), Predictor.from_config(model, cfg, Frames(frames, {0, 25})) as p:
         probs = [t.probs for t in p]
         summary = p.summary()
     measured = summary["backend_ms"]
     assert set(measured) == {"torch", "onnxruntime"} and all(v > 0 for v in measured.values())
     chosen = min(measured, key=measured.get)
-    assert ("onnxruntime" in summary["engine"]) == (chosen == "onnxruntime")
+    assert f"auto: {chosen}" in summary["engine"]
     assert any(f"predict.backend=auto: {chosen} runs the model" in r.getMessage() for r in caplog.records)
-    with torch.inference_mode(), Predictor(model, Frames(frames, {0, 25})) as p:  # the measuring left no state behind
-        np.testing.assert_allclose(np.array(probs), np.array([t.probs for t in p]), atol=1e-5)
+    torch_only = load_config(overrides=["predict.backend=torch", "predict.chunk=0"])
+    with torch.inference_mode(), Predictor.from_config(model, torch_only, Frames(frames, {0, 25})) as p:
+        np.testing.assert_allclose(np.array(probs), np.array([t.probs for t in p]), atol=1e-4)
 
 
 def test_a_model_the_backend_cannot_take(tmp_path, caplog):
@@ -275,7 +292,7 @@ def test_multipredictor_on_onnxruntime_batches_streams_as_torch_does(tmp_path):
         cfg = load_config(overrides=[f"predict.backend={backend}", f"predict.onnx_cache={tmp_path / 'cache'}"])
         with MultiPredictor(model, [str(v) for v in videos], config=cfg) as mp:
             results[backend] = [[None if t is None else t.probs for t in ticks] for ticks in mp]
-        assert mp.backend == backend and mp.engine.streams == 3
+        assert ("onnxruntime" in str(mp.engine.path)) == (backend == "onnxruntime") and mp.engine.streams == 3
     assert len(results["torch"]) == len(results["onnxruntime"]) == 50
     for a, b in zip(results["torch"], results["onnxruntime"]):
         assert [x is None for x in a] == [x is None for x in b]

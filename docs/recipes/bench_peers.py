@@ -35,9 +35,10 @@ def main() -> None:
     except ImportError:
         raise SystemExit("error: this comparison needs sb3-contrib: pip install sb3-contrib") from None
     from stream_predictor import load_config, load_model
+    from stream_predictor.config import PredictConfig
     from stream_predictor.model.export import export_onnx
     from stream_predictor.runtime.agent import ModelAgent
-    from stream_predictor.runtime.onnx_engine import OnnxAgent
+    from stream_predictor.runtime.onnx_engine import graph_agent
     from stream_predictor.sources import open_source
     from stream_predictor.tools.bench import machine
 
@@ -46,10 +47,10 @@ def main() -> None:
     frames = [src.read().image.copy() for _ in range(args.frames)]
     src.close()
     model = load_model(args.weights)
-    ours = ModelAgent(model)
+    ours = ModelAgent.torch(model)
     tmp = tempfile.mkdtemp()
     graph, _ = export_onnx(model, Path(tmp) / "step.onnx", frames[0].shape[:2])
-    ours_onnx = OnnxAgent(graph, threads=1)
+    ours_onnx = graph_agent(graph, PredictConfig(threads=1))
 
     class Screen(gym.Env):  # only its spaces are used: the policy is built for them
         observation_space = gym.spaces.Box(0, 255, (84, 84, 1), np.uint8)
@@ -66,7 +67,7 @@ def main() -> None:
 
     contenders = {
         "ours, torch engine (ModelAgent.decide)": lambda image, first: ours.decide(image, first).class_id,
-        "ours, exported graph in onnxruntime (OnnxAgent.decide)": lambda image, first: ours_onnx.decide(image, first).class_id,
+        "ours, exported graph in onnxruntime (graph_agent(...).decide)": lambda image, first: ours_onnx.decide(image, first).class_id,
         "sb3-contrib RecurrentPPO.predict (+ cv2 preprocessing)": peer,
     }
     times: dict[str, list[float]] = {name: [] for name in contenders}

@@ -10,7 +10,7 @@ from ..config import CONFIG_DIR, Config
 from ..errors import UserError
 from ..games.desktop import play_desktop
 from ..games.play import play, play_expert
-from ..model import load_model
+from ..runtime.backends import load_decider
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,14 +48,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     weights = Path(args.weights or pc.weights)
     if not weights.exists() and not weights.is_absolute() and (CONFIG_DIR.parent / weights).exists():
         weights = CONFIG_DIR.parent / weights  # the shipped weights, wherever run.py is started from
-    if weights.suffix.lower() == ".onnx":  # an exported graph, in onnxruntime
-        if args.via == "desktop":
-            raise UserError("play --via desktop takes .safetensors weights")
-        from ..runtime.onnx_engine import OnnxAgent
-
-        model = OnnxAgent.from_config(weights, cfg.predict)
-    else:
-        model = load_model(weights, cfg.predict.device)
+    if weights.suffix.lower() == ".onnx" and args.via == "desktop":
+        raise UserError("play --via desktop takes .safetensors weights")
+    model = load_decider(weights, cfg.predict)  # an exported graph runs in onnxruntime
     if args.via == "desktop":
         result = play_desktop(model, cfg, spec, episodes, seed, args.private_display, args.logs, not args.fixed_phase)
     else:

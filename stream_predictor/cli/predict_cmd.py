@@ -31,14 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def model_from_args(weights: str | None, cfg: Config):
     """The model in a weights file, the agent of an exported graph, or (with a warning) random weights from the config's
     model section."""
-    if weights and weights.lower().endswith(".onnx"):
-        from ..runtime.onnx_engine import OnnxAgent
-
-        return OnnxAgent.from_config(weights, cfg.predict)
-    from ..model import build_model, load_model
+    from ..runtime.backends import load_decider
 
     if weights:
-        return load_model(weights, cfg.predict.device)
+        return load_decider(weights, cfg.predict)
+    from ..model import build_model
+
     print("warning: no --weights given: the model has random weights (decisions are meaningless)", file=sys.stderr)
     return build_model(cfg.model).to(cfg.predict.device)
 

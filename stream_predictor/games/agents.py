@@ -68,6 +68,8 @@ def action_table(game: AleGame, classes: list[str]) -> list[int]:
 class ActionSink(Sink):
     """Presses the game's action for each tick's class; finished once `episodes` episodes are over."""
 
+    acts = True
+
     def __init__(self, game: AleGame, classes: list[str], episodes: int) -> None:
         self.game, self.episodes = game, episodes
         self.action_of = action_table(game, classes)

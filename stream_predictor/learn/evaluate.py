@@ -7,6 +7,7 @@ thread), in the mode the weights were trained for. The offline computation of th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ import numpy as np
 from ..config import Config
 from ..errors import UserError
 from ..model import StreamModel
-from ..runtime.agent import ModelAgent, resolve_mode
+from ..runtime.agent import resolve_mode
+from ..runtime.backends import model_agent
 from ..runtime.predictor import Predictor
 from ..session import aligned_targets, load_session
 from ..sources.session import SessionSource
@@ -35,9 +37,9 @@ def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path |
             raise UserError(f"{d} has classes {session.classes}; the model has {model.classes}")
         n, targets, firsts = aligned_targets(session, delay, stride)
         # Streaming: the real threads, one tick per (strided) frame, deciding without smoothing (as offline does).
-        agent = ModelAgent(model, mode, window, dtype=cfg.predict.dtype, graph=cfg.predict.graph, fast_cpu=cfg.predict.fast_cpu)
+        agent = model_agent(model, replace(cfg.predict, backend="torch", ema=0.0, hysteresis=0.0), mode, window)
         with Predictor(agent, SessionSource(d, stride=stride, frames=n), replay="lockstep", ring_size=cfg.source.ring_size,
-                       threads=cfg.predict.threads) as p:
+                       threads=cfg.predict.threads, config=cfg) as p:
             stream_pred = np.array([t.class_id for t in p], np.int64)
         # Offline: the same decisions computed in batches.
         data = load_data([d], model.preproc, cfg.train.cache_dir, delay, stride, progress)

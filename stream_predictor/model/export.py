@@ -207,3 +207,11 @@ def read_meta(path: str | Path) -> dict:
     import onnx
 
     return decode_meta({p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}, path)
+
+
+if __name__ == "__main__":  # python -m stream_predictor.model.export WEIGHTS OUT H W: what backend=auto runs in the background
+    import sys
+
+    from .io import load_model
+
+    export_onnx(load_model(sys.argv[1]), sys.argv[2], (int(sys.argv[3]), int(sys.argv[4])))

@@ -8,7 +8,7 @@ import importlib
 _WHERE = {
     "Agent": ".agent", "Decision": ".agent", "ModelAgent": ".agent", "resolve_mode": ".agent",
     "CaptureThread": ".capture", "FeatureRing": ".engine", "TickEngine": ".engine", "MultiPredictor": ".multi",
-    "OnnxAgent": ".onnx_engine", "OnnxEngine": ".onnx_engine", "Predictor": ".predictor", "FrameRing": ".ring",
+    "graph_agent": ".onnx_engine", "OnnxEngine": ".onnx_engine", "Predictor": ".predictor", "FrameRing": ".ring",
     "RingFrame": ".ring", "CallbackSink": ".tick", "Sink": ".tick", "Tick": ".tick", "Timings": ".tick",
 }
 __all__ = sorted(_WHERE)

@@ -1,17 +1,17 @@
 """Agents: the one place where a frame becomes a decision.
 
-An Agent is shown the frames of one stream in order and decides a class for each. `ModelAgent` is the
-trained model through the TickEngine (stateful or windowed, as the weights were trained, with the
-configured smoothing); a game's scripted expert is another Agent (`games/`). The Predictor, `play`,
-`record --policy` (DAgger) and `eval` all decide through an Agent, so a policy collects data exactly
-as it plays.
+An Agent is shown the frames of one stream in order and decides a class for each. `ModelAgent` is a network through
+an engine (torch's TickEngine, the exported graph in onnxruntime, or `auto`'s choice of the two), stateful or windowed,
+with the configured smoothing; a game's scripted expert is another Agent (`games/`). The Predictor, `play`,
+`record --policy` (DAgger) and `eval` all decide through an Agent, so a policy collects data exactly as it plays.
+`backends.model_agent` builds a model's agent from `cfg.predict`, for every caller.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -29,15 +29,31 @@ class Decision:
 
 
 class Agent:
-    """Decides one class per frame. Subclasses implement `decide`; `classes` names the decisions in order."""
+    """Decides one class per frame. A subclass implements `decide` (checked when the subclass is defined) and sets
+    `classes`, the decisions' names in order.
+
+    - `kind`: a short name for summaries (stateful, windowed, expert).
+    - `model`: the network that decides, if any (its preprocessing shows what it sees), else None.
+    - `chunked`: `decide_chunk` decides many frames in one call, faster than one by one (recorded video in lockstep).
+    """
 
     classes: list[str]
-    kind: str = "agent"  # a short name for summaries: stateful, windowed, expert
-    model: StreamModel | None = None  # the network that decides, if any (its preprocessing shows what it sees)
+    kind: str = "agent"
+    model: StreamModel | None = None
+    chunked: bool = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.decide is Agent.decide:
+            raise TypeError(f"{cls.__name__} is an Agent without a decide(image, first) method")
 
     def decide(self, image: np.ndarray, first: bool) -> Decision:
         """The decision on this BGR uint8 (H, W, 3) frame; `first` starts a new episode (memory is cleared)."""
         raise NotImplementedError
+
+    def decide_chunk(self, images: np.ndarray, first: np.ndarray) -> list[Decision]:
+        """The decisions on n consecutive frames (n, H, W, 3) with their resets (n,): the same as n `decide` calls."""
+        return [self.decide(image, bool(f)) for image, f in zip(images, first)]
 
     def reset(self) -> None:
         """Forget everything seen so far, as at the start of a stream."""
@@ -51,25 +67,63 @@ class Agent:
         return contextlib.nullcontext()
 
 
+class Engine(Protocol):
+    """What a ModelAgent runs: K streams' probabilities per call (TickEngine, OnnxEngine, AutoEngine, ExportedEngine)."""
+
+    path: dict[str, str]
+    chunked: bool  # has `chunk(frames, first)`: n frames of one stream in one call
+    measured_ms: dict[str, float]  # backend=auto: the median ms per tick it chose on (else empty)
+
+    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def reset(self) -> None: ...
+
+
 def resolve_mode(model: StreamModel, cfg: PredictConfig) -> tuple[str, int]:
     """The decision mode and window length: as configured, or (`auto`, 0) as the weights were trained."""
     mode = model.trained.get("mode", "stateful") if cfg.mode == "auto" else cfg.mode
     return mode, cfg.window or int(model.trained.get("seq_len", 16))
 
 
-class SmoothedAgent(Agent):
-    """An agent whose network gives probabilities (`_probs`), then EMA and hysteresis smoothing, reset with the episode."""
+class ModelAgent(Agent):
+    """A network deciding for one stream through `engine`, then EMA and hysteresis smoothing (reset with the episode).
 
-    ema_alpha: float = 0.0
-    margin: float = 0.0
-    _smoothed: np.ndarray | None = None
-    _class: int | None = None
+    `every_frame_first`: a model of single frames (trained on windows of one) decides from each frame alone, its state
+    reset at every frame. `model` is the torch model when there is one (None for a graph file alone).
+    """
 
-    def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
-        raise NotImplementedError
+    def __init__(self, engine: Engine, classes: list[str], kind: str = "stateful", window: int = 16,
+                 smooth_ema: float = 0.0, margin: float = 0.0, model: StreamModel | None = None,
+                 every_frame_first: bool = False) -> None:
+        self.engine, self.classes, self.kind, self.window, self.model = engine, list(classes), kind, window, model
+        self.ema_alpha, self.margin, self.every_frame_first = smooth_ema, margin, every_frame_first
+        self.chunked = engine.chunked
+        self._smoothed: np.ndarray | None = None
+        self._class: int | None = None
+
+    @classmethod
+    def torch(cls, model: StreamModel, mode: str = "stateful", window: int = 16, cfg: PredictConfig | None = None,
+              streams: int = 1) -> ModelAgent:
+        """On torch's TickEngine, with the smoothing, dtype and kernels of `cfg` (defaults without)."""
+        from .engine import TickEngine
+
+        cfg = cfg or PredictConfig()
+        on_cuda = model.head.weight.device.type == "cuda"
+        engine = TickEngine(model, streams, cfg.dtype, cfg.graph if on_cuda else False, cfg.fast_cpu, mode, window)
+        return cls(engine, model.classes, mode, window, cfg.ema, cfg.hysteresis, model)
 
     def decide(self, image: np.ndarray, first: bool) -> Decision:
-        probs = self._probs(image, first)
+        probs = self.engine(image[None], [first or self.every_frame_first])[0][0]
+        return self._smooth(probs, first)
+
+    def decide_chunk(self, images: np.ndarray, first: np.ndarray) -> list[Decision]:
+        if not self.chunked:
+            return super().decide_chunk(images, first)
+        resets = np.asarray(first, bool) | self.every_frame_first
+        probs = self.engine.chunk(images, resets)[0]
+        return [self._smooth(p, bool(f)) for p, f in zip(probs, first)]
+
+    def _smooth(self, probs: np.ndarray, first: bool) -> Decision:
         if first:
             self._smoothed = self._class = None
         probs = ema(self._smoothed, probs, self.ema_alpha)
@@ -82,33 +136,16 @@ class SmoothedAgent(Agent):
         self._smoothed = self._class = None
 
     def describe(self) -> dict:
-        return {"agent": "model", "mode": self.kind, "window": self.engine.window if self.kind == "windowed" else None,
-                "engine": ", ".join(f"{k}: {v}" for k, v in self.engine.path.items())}
-
-
-class ModelAgent(SmoothedAgent):
-    """The model through a one-stream TickEngine, then EMA and hysteresis smoothing."""
-
-    def __init__(self, model: StreamModel, mode: str = "stateful", window: int = 16, smooth_ema: float = 0.0,
-                 margin: float = 0.0, dtype: str = "float32", graph: bool = True, fast_cpu: bool = True) -> None:
-        from .engine import TickEngine
-
-        self.model, self.classes, self.kind = model, list(model.classes), mode
-        self.ema_alpha, self.margin = smooth_ema, margin
-        on_cuda = model.head.weight.device.type == "cuda"
-        self.engine = TickEngine(model, 1, dtype, graph if on_cuda else False, fast_cpu, mode, window)
-
-    @classmethod
-    def from_config(cls, model: StreamModel, cfg: PredictConfig) -> ModelAgent:
-        """On torch's engine whatever `cfg.backend` says; `backends.model_agent` follows it."""
-        mode, window = resolve_mode(model, cfg)
-        return cls(model, mode, window, cfg.ema, cfg.hysteresis, cfg.dtype, cfg.graph, cfg.fast_cpu)
-
-    def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
-        return self.engine(image[None], [first])[0][0]
+        out = {"agent": "model", "mode": self.kind, "window": self.window if self.kind == "windowed" else None,
+               "engine": ", ".join(f"{k}: {v}" for k, v in self.engine.path.items())}
+        if self.engine.measured_ms:
+            out["backend_ms"] = self.engine.measured_ms
+        return out
 
     def inference(self):
-        """The inference thread's context: torch's inference mode."""
+        """The inference thread's context: torch's inference mode where torch runs the model."""
+        if self.model is None:
+            return contextlib.nullcontext()
         import torch
 
         return torch.inference_mode()

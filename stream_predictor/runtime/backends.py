@@ -1,14 +1,21 @@
-"""Which engine runs a model on the CPU: torch's (`ModelAgent`, `TickEngine`) or its exported graph in onnxruntime
-(`ExportedAgent`, `OnnxEngine`), as `predict.backend` says."""
+"""Which engine runs a model, as `predict.backend` says, and the one factory of a model's agent (every caller uses it).
+
+- `torch`: torch's TickEngine (oneDNN-prepacked kernels on the CPU, a CUDA graph on a GPU).
+- `onnxruntime`: the model's exported graph (`ExportedEngine`), or an error saying why this model cannot be.
+- `auto` (the default): `AutoEngine`, torch first, then whichever of torch and the graph is faster on this CPU,
+  measured on the stream's own ticks; torch alone (with a warning saying why) where the graph cannot run the model.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import PredictConfig
-from .agent import ModelAgent, SmoothedAgent, resolve_mode
-from .onnx_engine import ExportedAgent
+from ..errors import UserError
+from .agent import Engine, ModelAgent, resolve_mode
 
 if TYPE_CHECKING:
     from ..model.stream_model import StreamModel
@@ -16,93 +23,64 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def resolve_backend(model: StreamModel, cfg: PredictConfig, mode: str) -> str:
-    """"torch" or "onnxruntime", as `cfg.backend` says. Under `auto` a model onnxruntime cannot take (windowed, on a GPU,
-    onnxruntime or the exporter not installed) stays on torch with a warning saying why; `onnxruntime` refuses it."""
-    if cfg.backend == "torch":
-        return "torch"
-    import importlib.util
-
-    reasons = [why for bad, why in (
+def graph_refusals(model: StreamModel, mode: str) -> list[str]:
+    """Why the model's exported graph cannot decide for it here (empty: it can)."""
+    return [why for bad, why in (
         (mode != "stateful", f"the model decides {mode}"),
         (model.head.weight.device.type != "cpu", "the model is on a GPU"),
         (any(importlib.util.find_spec(m) is None for m in ("onnxruntime", "onnx", "onnxscript")),
-         "onnxruntime, onnx and onnxscript are not all installed (pip install -e '.[export]')")) if bad]
-    if reasons and cfg.backend == "onnxruntime":
-        from ..errors import UserError
+         "onnxruntime, onnx and onnxscript are not all installed")) if bad]
 
+
+def resolve_backend(model: StreamModel, cfg: PredictConfig, mode: str) -> str:
+    """"torch", "onnxruntime" or "auto", as `cfg.backend` says and the model allows: `onnxruntime` refuses a model its
+    graph cannot run; `auto` becomes torch for it, with a warning saying why."""
+    if cfg.backend == "torch":
+        return "torch"
+    reasons = graph_refusals(model, mode)
+    if reasons and cfg.backend == "onnxruntime":
         raise UserError(f"predict.backend=onnxruntime cannot run this model: {'; '.join(reasons)}")
     if reasons:
         log.warning("predict.backend=auto: torch runs the model (%s)", "; ".join(reasons))
         return "torch"
-    return "onnxruntime"
+    return cfg.backend
 
 
-def model_agent(model: StreamModel, cfg: PredictConfig, mode: str | None = None, window: int | None = None) -> SmoothedAgent:
-    """The agent for a model on the backend `cfg.backend` resolves to: torch's engine, or the model's exported graph in
-    onnxruntime."""
+def load_decider(weights: str | Path, cfg: PredictConfig) -> StreamModel | ModelAgent:
+    """What a weights file decides with: an exported graph (`.onnx`) as its agent in onnxruntime (no torch needed), else
+    the model of a `.safetensors` file on `cfg.device`."""
+    if str(weights).lower().endswith(".onnx"):
+        from .onnx_engine import graph_agent
+
+        return graph_agent(weights, cfg)
+    from ..model.io import load_model
+
+    return load_model(weights, cfg.device)
+
+
+def model_engine(model: StreamModel, cfg: PredictConfig, streams: int = 1, mode: str | None = None,
+                 window: int | None = None) -> Engine:
+    """The engine for K streams of a model, on the backend `cfg.backend` resolves to."""
     if mode is None or window is None:
         mode, window = resolve_mode(model, cfg)
     backend = resolve_backend(model, cfg, mode)
-    if cfg.backend == "onnxruntime":
-        return ExportedAgent(model, cfg)
-    on_torch = ModelAgent(model, mode, window, cfg.ema, cfg.hysteresis, cfg.dtype, cfg.graph, cfg.fast_cpu)
-    if backend == "torch":
-        return on_torch
-    return MeasuredAgent(cfg, {"torch": on_torch, "onnxruntime": ExportedAgent(model, cfg)})  # auto, both available
+    if backend == "onnxruntime":
+        from .onnx_engine import ExportedEngine
+
+        return ExportedEngine(model, cfg, streams)
+    if backend == "auto":
+        from .auto import AutoEngine
+
+        return AutoEngine(model, cfg, streams, mode, window)
+    from .engine import TickEngine
+
+    on_cuda = model.head.weight.device.type == "cuda"
+    return TickEngine(model, streams, cfg.dtype, cfg.graph if on_cuda else False, cfg.fast_cpu, mode, window)
 
 
-class MeasuredAgent(SmoothedAgent):
-    """`predict.backend=auto`: at the first frame, each candidate (torch's engine, the exported graph in onnxruntime)
-    decides it `ticks` times, interleaved after a warm-up; the one with the lower median time per tick decides the
-    run. No rule about CPUs to go wrong on another family: it measures on the CPU it runs on, and says so."""
-
-    kind = "stateful"
-
-    def __init__(self, cfg: PredictConfig, candidates: dict[str, SmoothedAgent], ticks: int = 25) -> None:
-        self.candidates, self.ticks = candidates, ticks
-        self.classes = next(iter(candidates.values())).classes
-        self.ema_alpha, self.margin = cfg.ema, cfg.hysteresis
-        self.chosen: SmoothedAgent | None = None
-        self.measured_ms: dict[str, float] = {}
-        self.engine = _Measuring()
-
-    def _probs(self, image, first: bool):
-        if self.chosen is None:
-            self._choose(image)
-        return self.chosen._probs(image, first)
-
-    def _choose(self, image) -> None:
-        import statistics
-        import time
-
-        times: dict[str, list[float]] = {name: [] for name in self.candidates}
-        for agent in self.candidates.values():
-            agent._probs(image, True)  # builds it (the graph is exported once, and cached)
-        for _ in range(self.ticks):
-            for name, agent in self.candidates.items():
-                t0 = time.perf_counter()
-                agent._probs(image, True)
-                times[name].append((time.perf_counter() - t0) * 1e3)
-        self.measured_ms = {name: round(statistics.median(t), 3) for name, t in times.items()}
-        name = min(self.measured_ms, key=self.measured_ms.get)
-        self.chosen = self.candidates[name]
-        self.chosen.engine.reset()
-        self.engine = self.chosen.engine
-        log.warning("predict.backend=auto: %s runs the model (median ms per tick on this CPU, measured at the first "
-                    "frame: %s)", name, ", ".join(f"{k} {v}" for k, v in self.measured_ms.items()))
-
-    def describe(self) -> dict:
-        return {**super().describe(), "backend_ms": self.measured_ms}
-
-    def inference(self):
-        return self.candidates["torch"].inference()
-
-
-class _Measuring:
-    """The engine before the first frame, which decides which backend runs."""
-
-    path = {"backend": "auto (measured at the first frame)"}
-
-    def reset(self) -> None:
-        pass
+def model_agent(model: StreamModel, cfg: PredictConfig, mode: str | None = None, window: int | None = None) -> ModelAgent:
+    """A model's agent for one stream: its engine as `cfg.backend` says, its smoothing as `cfg` says."""
+    if mode is None or window is None:
+        mode, window = resolve_mode(model, cfg)
+    return ModelAgent(model_engine(model.eval(), cfg, 1, mode, window), model.classes, mode, window, cfg.ema,
+                      cfg.hysteresis, model)

@@ -58,13 +58,16 @@ class FeatureRing:
 
 
 class TickEngine:
-    """K streams, one call per tick: `probs, classes = engine(frames, first)`.
+    """K streams, one call per tick: `probs, classes = engine(frames, first)`; one stream's n frames: `engine.chunk(…)`.
 
     frames: (K, H, W, 3) BGR uint8 (numpy or tensor); first: (K,) bools, the streams whose state is
     reset before this frame. Returns numpy (K, classes) float32 probabilities and (K,) class ids.
     `engine.features` holds the (K, D) encoded frames of the last call (on the engine's device), `engine.logits`
     its (K, classes) float32 logits and, when stateful, `engine.state` the recurrent state after it.
     """
+
+    chunked = True
+    measured_ms: dict[str, float] = {}  # noqa: RUF012 - read only: no backend choice was measured
 
     def __init__(self, model: StreamModel, streams: int = 1, dtype: str = "float32", graph: bool | None = None,
                  fast_cpu: bool = True, mode: str = "stateful", window: int = 16) -> None:
@@ -239,3 +242,80 @@ class TickEngine:
     def __call__(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
         self.submit(frames, first)
         return self.result()
+
+    # --- many frames of one stream at once (recorded video in lockstep) -------------------------------
+    def chunk(self, frames: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The next n frames of a one-stream engine in one call: (n, H, W, 3) BGR uint8 and (n,) resets → (n, classes)
+        probabilities and (n,) class ids, the same as n calls of one frame (to float rounding).
+
+        The CNN encodes all n frames as one batch; the LSTM then runs over them as a sequence (stateful, cut only at
+        resets) or over each frame's window of cached features (windowed). The engine's state and feature window end
+        where n one-frame calls would leave them, so chunks and single ticks mix freely.
+        """
+        if self.streams != 1:
+            raise ValueError("chunk() is for a one-stream engine")
+        n, first = len(frames), np.asarray(first, bool)
+        t = torch.from_numpy(np.ascontiguousarray(frames))
+        if self._shape != tuple(t.shape[1:3]):
+            self._build(t.shape[1], t.shape[2])
+        with torch.inference_mode():
+            x = self._net.preproc(t.to(self.device)).to(self.dtype)  # (n, C, h, w)
+            feats = self._chunk_encoder(n)(x)  # (n, D)
+            if self.mode == "stateful":
+                logits, state = self._net.temporal(feats[None], self.state, torch.from_numpy(first).to(self.device)[None])
+                logits = logits[0]
+                for old, new in zip(self.state, state):
+                    old.copy_(new)
+            else:
+                logits = self._chunk_windows(feats, first)
+            self.features.copy_(feats[-1:])
+            self._outputs(logits[-1:].float())
+            probs = torch.softmax(logits.float(), -1)
+            return probs.cpu().numpy(), probs.argmax(-1).cpu().numpy()
+
+    def _chunk_encoder(self, n: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The encoder for batches of n frames: oneDNN-prepacked for that shape where the one-frame tick is, else the module."""
+        if not self.fast_cpu:
+            return self._net.encode
+        cache = self.__dict__.setdefault("_chunk_encoders", {})
+        if n not in cache:
+            c, (sh, sw) = self.model.preproc.channels, self.model.preproc.size
+            cache[n] = packed_encoder(self._net.encoder, (n, c, sh, sw)) or self._net.encode
+        return cache[n]
+
+    def _chunk_windows(self, feats: torch.Tensor, first: np.ndarray) -> torch.Tensor:
+        """Windowed logits (n, classes) for n new features: each frame's window is the last `window` features of its
+        episode, older ones from the feature ring; windows of equal length run as one batch."""
+        ring, n = self.ring, len(feats)
+        if first[0]:
+            ring.clear(0)
+        history = ring.ordered(0)  # (m, D) before this chunk
+        seq = torch.cat([history, feats])
+        start = np.zeros(n, np.int64)
+        episode = 0
+        for i in range(n):  # the first frame of each frame's episode, in `seq`
+            if first[i]:
+                episode = len(history) + i
+            start[i] = max(episode, len(history) + i + 1 - self.window)
+        ends = np.arange(len(history) + 1, len(history) + n + 1)
+        lengths = ends - start
+        logits = torch.empty((n, len(self.model.classes)), device=self.device, dtype=feats.dtype)
+        for length in np.unique(lengths):
+            rows = np.flatnonzero(lengths == length)
+            windows = torch.stack([seq[start[i] : ends[i]] for i in rows])
+            logits[torch.from_numpy(rows)] = self._net.window(windows)
+        last = int(np.flatnonzero(first)[-1]) if first.any() else -1
+        if last >= 0:
+            ring.clear(0)
+        for f in feats[max(last, 0):][-self.window :]:
+            ring.push(f[None])
+        return logits
+
+    def get_state(self) -> list[np.ndarray]:
+        """The recurrent state (stateful engines) as numpy (L, K, H) arrays, h then c, to hand to another engine."""
+        return [s.float().cpu().numpy().copy() for s in self.state]
+
+    def set_state(self, state: list[np.ndarray]) -> None:
+        with torch.inference_mode():
+            for s, v in zip(self.state, state):
+                s.copy_(torch.from_numpy(v))

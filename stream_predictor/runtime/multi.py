@@ -19,10 +19,8 @@ from ..errors import UserError
 from ..model.stream_model import StreamModel
 from ..sources import Source, open_source
 from .agent import resolve_mode
-from .backends import resolve_backend
+from .backends import model_engine
 from .capture import CaptureThread
-from .engine import TickEngine
-from .onnx_engine import OnnxEngine, exported_graph
 from .tick import Tick
 
 
@@ -39,11 +37,7 @@ class MultiPredictor:
         self.captures = [CaptureThread.configured(s, self.cfg.source, ring_size, replay, max_frames) for s in self.sources]
         p = self.cfg.predict
         mode, window = resolve_mode(model, p)
-        self.backend = resolve_backend(model, p, mode)
-        self.engine: TickEngine | OnnxEngine | None = None  # onnxruntime: made for the first batch's frame size
-        if self.backend == "torch":
-            self.engine = TickEngine(model, len(self.sources), p.dtype, p.graph if model.head.weight.device.type == "cuda" else False,
-                                     p.fast_cpu, mode, window)
+        self.engine = model_engine(self.model, p, len(self.sources), mode, window)  # as a lone Predictor's, for K streams
 
     def __enter__(self) -> MultiPredictor:
         if self.cfg.predict.threads > 0:
@@ -79,9 +73,6 @@ class MultiPredictor:
                                         f"{batch.shape[1:]}: batched streams need one frame size")
                     batch[i] = f.image
                     self.captures[i].ring.release()
-                if self.engine is None:
-                    graph = exported_graph(self.model, self.cfg.predict, batch.shape[1:3])
-                    self.engine = OnnxEngine(graph, k, self.cfg.predict.threads)
                 probs, classes = self.engine(batch, [f is not None and f.first for f in got])
                 now = time.monotonic()
                 yield [None if f is None else

@@ -1,8 +1,8 @@
 """An exported tick graph (`export`, model/export.py) run by onnxruntime: the same decisions without torch.
 
 `OnnxEngine` has the TickEngine's call, `probs, classes = engine(frames, first)` for K streams, for stateful graphs; the
-state lives here as numpy arrays and goes in and out of the graph every tick. `OnnxAgent` is the Predictor's Agent on
-top of it, smoothing as `ModelAgent` does. Nothing here imports torch: `predict --weights step.onnx` runs on a
+state lives here as numpy arrays and goes in and out of the graph every tick; `graph_agent` puts a ModelAgent (the
+Predictor's Agent, with its smoothing) on top of it. Nothing here imports torch: `predict --weights step.onnx` runs on a
 machine with onnxruntime, OpenCV and numpy alone.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..onnx_format import decode_meta
-from .agent import SmoothedAgent
+from .agent import ModelAgent
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ def _ort():
 
 class OnnxEngine:
     """K streams, one `session.run` per tick. frames: (K, H, W, 3) BGR uint8 of the size the graph was exported for."""
+
+    chunked = False  # the graph is one tick
+    measured_ms: dict[str, float] = {}  # noqa: RUF012 - read only
 
     def __init__(self, path: str | Path, streams: int = 1, threads: int = 1) -> None:
         ort = _ort()
@@ -62,6 +65,13 @@ class OnnxEngine:
         for s in self.state:
             s[:] = 0.0
 
+    def get_state(self) -> list[np.ndarray]:
+        """The recurrent state as (L, K, H) float32 arrays, h then c (TickEngine's `set_state` takes it)."""
+        return [s.copy() for s in self.state]
+
+    def set_state(self, state: list[np.ndarray]) -> None:
+        self.state = [np.array(s, np.float32) for s in state]
+
     def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
         frames = np.ascontiguousarray(frames)
         if frames.ndim == 3:
@@ -78,63 +88,56 @@ class OnnxEngine:
         return probs, probs.argmax(-1)
 
 
-class OnnxAgent(SmoothedAgent):
-    """An exported graph deciding for one stream, with the same EMA and hysteresis as `ModelAgent`."""
+def graph_agent(path: str | Path, cfg) -> ModelAgent:
+    """An exported graph file deciding for one stream, with the smoothing and threads of the `predict` config section;
+    a model trained on single frames decides from each frame alone (its state reset every tick)."""
+    engine = OnnxEngine(path, 1, cfg.threads)
+    trained = engine.meta.get("trained", {})
+    single = trained.get("mode") == "windowed" and int(trained.get("seq_len", 16)) == 1
+    return ModelAgent(engine, engine.classes, "stateful", 16, cfg.ema, cfg.hysteresis, every_frame_first=single)
 
-    kind = "stateful"
 
-    def __init__(self, path: str | Path, smooth_ema: float = 0.0, margin: float = 0.0, threads: int = 1) -> None:
-        self.engine = OnnxEngine(path, 1, threads)
-        self.classes = self.engine.classes
-        trained = self.engine.meta.get("trained", {})
-        # A model trained on single frames decides from each frame alone: its state is reset every tick.
-        self.every_frame_first = trained.get("mode") == "windowed" and int(trained.get("seq_len", 16)) == 1
-        self.ema_alpha, self.margin = smooth_ema, margin
+def graph_cache_path(model, cfg, size: tuple[int, int]) -> Path:
+    """Where the model's graph for frames of `size` (h, w) is kept in `cfg.onnx_cache`: named by a digest of the weights,
+    the config and the size."""
+    from ..config import to_dict
+    from ..model.io import weights_digest
 
-    @classmethod
-    def from_config(cls, path: str | Path, cfg) -> OnnxAgent:
-        """With the smoothing and threads of the `predict` config section."""
-        return cls(path, cfg.ema, cfg.hysteresis, cfg.threads)
-
-    def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
-        return self.engine(image[None], [first or self.every_frame_first])[0][0]
+    return Path(cfg.onnx_cache) / f"{weights_digest(model, to_dict(model.cfg), list(size))}-{size[1]}x{size[0]}.onnx"
 
 
 def exported_graph(model, cfg, size: tuple[int, int]) -> Path:
-    """The model's graph for frames of `size` (h, w): from `cfg.onnx_cache`, where it is named by a digest of the
-    weights, the config and the size, or exported there now (once)."""
-    from ..config import to_dict
+    """The model's graph for frames of `size` (h, w): from `cfg.onnx_cache`, or exported there now (once)."""
     from ..model.export import export_onnx
-    from ..model.io import weights_digest
 
-    path = Path(cfg.onnx_cache) / f"{weights_digest(model, to_dict(model.cfg), list(size))}-{size[1]}x{size[0]}.onnx"
+    path = graph_cache_path(model, cfg, size)
     if not path.exists():
         log.warning("exporting the model to ONNX for onnxruntime, once for %dx%d frames: %s", size[1], size[0], path)
         export_onnx(model, path, size)
     return path
 
 
-class ExportedAgent(SmoothedAgent):
-    """A torch model run as its exported graph: exported for the first frame's size (once; kept in `onnx_cache`, named
-    by a digest of the weights, the config and the size), then an `OnnxAgent`'s work."""
+class ExportedEngine:
+    """A torch model run as its exported graph (`predict.backend=onnxruntime`): exported for the first frame's size
+    (once; kept in `onnx_cache`), then an OnnxEngine's work."""
 
-    kind = "stateful"
+    chunked = False
+    measured_ms: dict[str, float] = {}  # noqa: RUF012 - read only
 
-    def __init__(self, model, cfg) -> None:
-        self.model, self.cfg, self.classes = model, cfg, list(model.classes)
-        self.ema_alpha, self.margin = cfg.ema, cfg.hysteresis
-        self.engine: OnnxEngine | _Pending = _Pending()
+    def __init__(self, model, cfg, streams: int = 1) -> None:
+        self.model, self.cfg, self.streams = model, cfg, streams
+        self.graph: OnnxEngine | None = None
 
-    def _probs(self, image: np.ndarray, first: bool) -> np.ndarray:
-        if isinstance(self.engine, _Pending) or self.engine.size != image.shape[:2]:
-            self.engine = OnnxEngine(exported_graph(self.model, self.cfg, image.shape[:2]), 1, self.cfg.threads)
-        return self.engine(image[None], [first])[0][0]
-
-
-class _Pending:
-    """The engine before the first frame: nothing to reset yet."""
-
-    path = {"backend": "onnxruntime (the graph is exported at the first frame)"}
+    @property
+    def path(self) -> dict[str, str]:
+        return self.graph.path if self.graph is not None else {"backend": "onnxruntime (exported at the first frame)"}
 
     def reset(self) -> None:
-        pass
+        if self.graph is not None:
+            self.graph.reset()
+
+    def __call__(self, frames: np.ndarray, first=None) -> tuple[np.ndarray, np.ndarray]:
+        size = np.asarray(frames).shape[-3:-1]
+        if self.graph is None or self.graph.size != size:
+            self.graph = OnnxEngine(exported_graph(self.model, self.cfg, size), self.streams, self.cfg.threads)
+        return self.graph(frames, first)

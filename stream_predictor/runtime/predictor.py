@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..config import Config
 from ..sources import Source, open_source
-from .agent import Agent, ModelAgent, resolve_mode
+from .agent import Agent, Decision, resolve_mode
 from .backends import model_agent
 from .capture import CaptureThread
 from .ring import RingFrame
@@ -65,6 +67,8 @@ class Predictor:
         self.threads, self.max_gap_s = threads, max_gap_s
         self.keep_frames = keep_frames or any(s.needs_frames for s in self.sinks)
         self.source = open_source(source, self.cfg.source) if isinstance(source, str) else source
+        self.chunk, self.replay_path = self._chunking(replay, p.chunk)
+        ring_size = max(ring_size, self.chunk + 1)  # the capture thread decodes the next chunk while this one is encoded
         self.capture = CaptureThread.configured(self.source, self.cfg.source, ring_size, replay, max_frames)
         self.stats = PredictorStats()
         view = self.agent.model.preproc.view if self.agent.model is not None else None
@@ -87,9 +91,22 @@ class Predictor:
         return cls(model, source if source is not None else cfg.source.spec, mode, replay or cfg.replay, window, p.tick_hz,
                    p.ema, p.hysteresis, sinks, cfg.source.ring_size, p.threads, max_frames, p.max_gap_s, cfg, keep_frames)
 
+    def _chunking(self, replay: str, chunk: int) -> tuple[int, str]:
+        """Frames decided per call (1: one per tick) and why: recorded video in lockstep goes in chunks wherever that
+        cannot change a decision."""
+        reasons = [why for bad, why in (
+            (chunk <= 1, "predict.chunk is off"), (self.source.live, "a live source"),
+            (replay != "lockstep", f"replay={replay}"), (self.tick_hz > 0, "fixed-rate ticks"),
+            (self.source.reactive, "the source waits for each decision"),
+            (any(s.acts for s in self.sinks), "a sink acts on the world"),
+            (not self.agent.chunked, "the agent decides one frame at a time")) if bad]
+        if reasons:
+            return 1, f"one frame per tick ({'; '.join(reasons)})"
+        return chunk, f"chunked ({chunk} frames per CNN call)"
+
     # --- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> Predictor:
-        if self.threads > 0 and isinstance(self.agent, ModelAgent):
+        if self.threads > 0 and self.agent.model is not None:  # torch decides
             import torch
 
             torch.set_num_threads(self.threads)
@@ -160,6 +177,9 @@ class Predictor:
         return None
 
     def _ticks(self) -> Iterator[Tick]:
+        if self.chunk > 1:
+            yield from self._chunked_ticks()
+            return
         self.agent.reset()
         last: RingFrame | None = None
         last_tick: Tick | None = None
@@ -185,6 +205,54 @@ class Predictor:
                                              "stale": True, "image": None}))
         self._t_end = time.monotonic()
 
+    def _chunked_ticks(self) -> Iterator[Tick]:
+        """Lockstep replay in chunks: each frame handed over is copied out of the ring (which the capture thread goes on
+        filling), every `chunk` frames are decided in one call, and their ticks come out one per frame, in order."""
+        self.agent.reset()
+        ring, last, frames, buf = self.capture.ring, -1, [], None
+        with self.agent.inference():
+            while not self._stop.is_set():
+                frame = self._next_frame(last, None)
+                if frame is not None:
+                    if buf is None or buf.shape[1:] != frame.image.shape:
+                        yield from self._decide_chunk(buf, frames)
+                        buf, frames = np.empty((self.chunk, *frame.image.shape), np.uint8), []
+                    buf[len(frames)] = frame.image
+                    ring.release()
+                    frames.append(frame)
+                    last = frame.seq
+                if frame is None or len(frames) == self.chunk:
+                    yield from self._decide_chunk(buf, frames)
+                    frames = []
+                if frame is None and ring.closed:
+                    if ring.error is not None:
+                        raise ring.error
+                    break
+        self._t_end = time.monotonic()
+
+    def _decide_chunk(self, buf: np.ndarray | None, frames: list[RingFrame]) -> Iterator[Tick]:
+        if not frames or self._stop.is_set():
+            return
+        n = len(frames)
+        t0 = time.perf_counter()
+        decisions = self.agent.decide_chunk(buf[:n], np.array([f.first for f in frames]))
+        per_frame_ms = (time.perf_counter() - t0) * 1000 / n
+        now = time.monotonic()
+        for i, (frame, decision) in enumerate(zip(frames, decisions)):
+            self.stats.model_ms.add(per_frame_ms)
+            yield self._emit(self._tick(frame, decision, now, frame.first, buf[i].copy() if self.keep_frames else None))
+            if self._stop.is_set():
+                return
+
+    def _tick(self, frame: RingFrame, decision: Decision, now: float, first: bool, image: np.ndarray | None) -> Tick:
+        s = self.stats
+        s.frames += 1
+        s.skipped += frame.skipped
+        s.resets += first
+        s.latency_ms.add((now - frame.t_capture) * 1000.0)
+        return Tick(frame.seq, frame.t_capture, now, (now - frame.t_capture) * 1000.0, decision.class_id,
+                    self.agent.classes[decision.class_id], decision.probs.tolist(), frame.skipped, False, first, image)
+
     def _decide(self, frame: RingFrame, previous: RingFrame | None) -> Tick:
         """The agent's decision on a frame handed over by the ring, as a Tick; the ring slot is released here."""
         gap = previous is not None and frame.t_capture - previous.t_capture > self.max_gap_s
@@ -194,15 +262,8 @@ class Predictor:
         t1 = time.perf_counter()
         image = frame.image.copy() if self.keep_frames else None
         self.capture.ring.release()  # the pixels are no longer needed; the writer may reuse the slot
-        now = time.monotonic()
-        s = self.stats
-        s.frames += 1
-        s.skipped += frame.skipped
-        s.resets += first
-        s.model_ms.add((t1 - t0) * 1000)
-        s.latency_ms.add((now - frame.t_capture) * 1000.0)
-        return Tick(frame.seq, frame.t_capture, now, (now - frame.t_capture) * 1000.0, decision.class_id,
-                    self.agent.classes[decision.class_id], decision.probs.tolist(), frame.skipped, False, first, image)
+        self.stats.model_ms.add((t1 - t0) * 1000)
+        return self._tick(frame, decision, time.monotonic(), first, image)
 
     def _emit(self, tick: Tick) -> Tick:
         self.stats.ticks += 1
@@ -224,6 +285,7 @@ class Predictor:
             "resets": s.resets, "reconnects": cap.reconnects, "elapsed_s": round(elapsed, 3),
             "fps": round(s.frames / elapsed, 2) if elapsed > 0 else 0.0,
             "latency_ms_p50": lat[0], "latency_ms_p99": lat[1], "model_ms_p50": s.model_ms.percentiles(50)[0],
+            "replay": self.replay_path,
             **self.source.summary(), **self.agent.describe(),
         }
         for sink in self.sinks:

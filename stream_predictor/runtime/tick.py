@@ -48,6 +48,8 @@ class Sink:
     """Where ticks go. Subclasses implement `__call__`; everything else has a default.
 
     - `needs_frames`: the ticks must carry the frame (`Tick.image`), e.g. to draw or record it.
+    - `acts`: the sink acts on the world (keys, a game's controls), so each decision must come before the next
+      frame is read: recorded video is then never decided in chunks.
     - `finished`: set it to end the run; the Predictor checks it after every tick (a game's episodes
       are over, a preview window was closed). A sink never holds the Predictor.
     - `attach(view, status)`: called by the Predictor before the first tick, with `view(image)` (the frame
@@ -58,6 +60,7 @@ class Sink:
     """
 
     needs_frames: bool = False
+    acts: bool = False
     finished: bool = False
 
     def __call__(self, tick: Tick) -> None:

@@ -163,6 +163,8 @@ def make_backend(cfg: KeysConfig):
 class KeySink(Sink):
     """Holds the keys of each tick's class; `stats` has presses, releases and capture → key-press latency."""
 
+    acts = True
+
     def __init__(self, classes: list[str], cfg: KeysConfig | None = None, backend=None) -> None:
         cfg = cfg or KeysConfig()
         self.keys = key_map(classes, cfg)

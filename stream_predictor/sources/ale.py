@@ -45,6 +45,7 @@ class AleGame(Source):
         self.name = f"ale:{game}"
         self.fps = ATARI_FPS / frameskip
         self.seed, self.sync, self.flicker = seed, sync, flicker
+        self.reactive = sync
         self._flicker_rng = np.random.default_rng((seed, 0xF11C))  # blanking is seeded too: runs repeat exactly
         self.delay, self.repeat, self.drop = parse_delay(delay), float(repeat), float(drop)
         if not (0 <= self.repeat < 1 and 0 <= self.drop < 1):

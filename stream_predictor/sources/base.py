@@ -25,6 +25,7 @@ class Source:
     """
 
     live: bool = False
+    reactive: bool = False  # its frames depend on the decisions (a game that waits for each action)
     fps: float = 0.0  # native rate, 0 if unknown
     fps_cap: float = 0.0  # live sources: the capture thread paces reads to at most this rate (0: no cap)
     frame_count: int | None = None  # frames in a finite source, None if unknown or endless
