@@ -284,6 +284,18 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
+def checked_option(cls: type, key: str, value: Any, name: str) -> Any:
+    """`value` for the key `key` of config section `cls`, checked (type and range) as the config checks it; `name` is
+    what the error calls it. A key the section does not declare passes unchanged."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    if key not in hints:
+        return value
+    try:
+        return _coerce(value, hints[key], key)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace(f"config key '{key}'", name, 1)) from None
+
+
 def _merge(obj: Any, data: dict, prefix: str = "") -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DiskFullError
+from .errors import DiskFullError, UserError
 
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -128,3 +129,15 @@ class LineFile:
         finally:
             os.close(self._fd)
             self._fd = -1
+
+
+def check_writable(path: str | Path) -> None:
+    """One-line UserError unless a file can be written at `path`: its folder exists or can be made, and takes a new file.
+    Run before any work, so that a bad output path costs nothing."""
+    folder = Path(path).expanduser().absolute().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None

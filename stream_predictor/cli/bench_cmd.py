@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--windows", default="8,16,32", help="window sizes N for the recompute baseline")
     p.add_argument("--repeats", type=int, default=5, help="repeats per figure (the median is reported)")
     p.add_argument("--only", default="per_tick,threads,streams,latency,capture,sources,train",
-                   help="which parts to run, comma-separated (also: parity, web, backends, preprocess, precision)")
+                   help="which parts to run, comma-separated (also: parity, web, backends, preprocess, precision, replay)")
+    p.add_argument("--frames", type=int, default=3000, help="replay: frames in the recorded clip")
     p.add_argument("--weights", default="weights/pong.safetensors", help="backends: the weights to compare on")
 
 
@@ -102,9 +103,17 @@ def _preprocess(args, encoders, windows, targets, cfg):
         bench.preprocess(args.weights, repeats=args.repeats)
 
 
+def _replay(args, encoders, windows, targets, cfg):
+    rows = bench.replay(args.weights, args.frames, repeats=args.repeats, threads=cfg.predict.threads)
+    if "resnet18" in encoders:  # random weights at 224x224: what a torchvision backbone costs per frame
+        rows += bench.replay("resnet18", max(100, args.frames // 10), repeats=args.repeats, threads=cfg.predict.threads)
+    return (f"recorded Pong in lockstep: decoding alone, predict one frame per tick, predict in chunks; torch, "
+            f"{cfg.predict.threads} thread(s) deciding while the capture thread decodes"), rows
+
+
 PARTS = {"per_tick": _per_tick, "threads": _threads, "streams": _streams, "parity": _parity, "capture": _capture,
          "sources": _sources, "latency": _latency, "train": _train, "web": _web,
-         "backends": _backends, "preprocess": _preprocess, "precision": _precision}
+         "backends": _backends, "preprocess": _preprocess, "precision": _precision, "replay": _replay}
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

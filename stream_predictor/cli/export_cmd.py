@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import UserError
+from ..files import check_writable
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    check_writable(args.out)
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"export needs onnx and onnxscript ({', '.join(missing)} missing): pip install -e '.[export]'")

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.via == "desktop" and (args.record or args.expert or args.mode or args.sink or args.video):
         raise UserError("play --via desktop takes none of --record, --expert, --mode, --sink, --video "
                         "(the game in its window sets the pace)")
+    if args.episodes is not None and args.episodes < 1:
+        raise UserError(f"--episodes must be at least 1, got {args.episodes}")
     spec, episodes, mode = args.source or cfg.source.spec, args.episodes or pc.episodes, args.mode or pc.mode
     seed = pc.seed if args.seed is None else args.seed
     if args.expert:

@@ -8,9 +8,10 @@ import logging
 import sys
 
 from ..config import Config
+from ..files import check_writable
 from ..runtime.predictor import Predictor
 from ..runtime.tick import Tick
-from ..sinks import CallbackSink, open_sinks
+from ..sinks import CallbackSink, open_sinks, output_file
 from ..sources import open_source
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ def tick_line(tick: Tick) -> str:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     specs = ([args.out] if args.out else []) + args.sink
     specs = specs or ["-"]
+    for spec in specs:  # before the source opens: a camera or a game is not started for nothing
+        if (path := output_file(spec)) is not None:
+            check_writable(path)
     to_stdout = any(s in ("-", "jsonl", "jsonl:-") for s in specs)
     # The source and the weights first: a bad one must fail before any sink has created (or truncated) an output file.
     source = open_source(args.source or cfg.source.spec, cfg.source)

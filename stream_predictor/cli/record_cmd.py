@@ -6,6 +6,8 @@ import argparse
 import json
 
 from ..config import Config
+from ..errors import UserError
+from ..files import check_writable
 from ..learn.record import record
 
 
@@ -19,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    check_writable(args.out)
+    if args.frames is not None and args.frames < 1:
+        raise UserError(f"--frames must be at least 1, got {args.frames}")
     if args.labeller:
         cfg.record.labeller = args.labeller
     if args.policy:

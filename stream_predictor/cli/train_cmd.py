@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..config import Config
+from ..files import check_writable
 from ..learn.train import train
 
 
@@ -18,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    check_writable(args.out)
     metrics = train(cfg, args.data, args.out, args.val, args.resume)
     if metrics:  # rank 0
         final = metrics["final"]

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..config import Config
+from ..files import check_writable
 from ..learn.tune import tune
 
 
@@ -21,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
+    check_writable(args.out)
     for key in ("init", "envs", "frames"):
         if getattr(args, key) is not None:
             setattr(cfg.tune, key, getattr(args, key))

@@ -18,7 +18,7 @@ from ..model import StreamModel
 from ..runtime.agent import Agent
 from ..runtime.backends import model_agent
 from ..runtime.predictor import Predictor
-from ..runtime.tick import CallbackSink, Sink
+from ..runtime.tick import CallbackSink, Sink, Tick
 from ..sinks import open_sinks
 from ..sinks.session import SessionSink
 from ..sinks.video import VideoSink
@@ -52,18 +52,20 @@ def play(player: StreamModel | Agent | str, cfg: Config, spec: str, episodes: in
     `sink_specs` add sinks (`web`, `jsonl:PATH`, …); `video` writes the annotated game to that file.
     """
     game = open_game(spec, cfg, seed, mode)
+    sinks: list[Sink] = []
     try:
         agent: Agent = (ExpertAgent(game, cfg.expert) if isinstance(player, str) else player if isinstance(player, Agent)
                         else model_agent(player, cfg.predict))
-        sinks: list[Sink] = [ActionSink(game, agent.classes, episodes)]
+        sinks.append(ActionSink(game, agent.classes, episodes))
         sinks += open_sinks(sink_specs, agent.classes, cfg)
         if video:
             sinks.append(VideoSink(video, agent.classes, game.fps))  # at the game's own pace
     except BaseException:
-        for sink in sinks[1:]:
+        for sink in sinks:
             sink.close()
         game.close()
         raise
+    sinks.append(GameProgress(game, episodes))
     if print_every:
         sinks.append(CallbackSink(lambda t: print(
             f"tick seq={t.seq} class={t.class_name} p={max(t.probs):.2f} latency={t.latency_ms:.2f}ms "
@@ -83,6 +85,27 @@ def play(player: StreamModel | Agent | str, cfg: Config, spec: str, episodes: in
             "skipped": summary["skipped"], "model_ms_p50": summary["model_ms_p50"], "fps": summary["fps"],
             **({"engine": summary["engine"]} if "engine" in summary else {}), **({"video": video} if video else {}),
             **({"web": summary["web"]} if "web" in summary else {})}
+
+
+class GameProgress(Sink):
+    """A progress bar over the games (on stderr): games done, the running mean score."""
+
+    def __init__(self, game: AleGame, episodes: int) -> None:
+        from tqdm import tqdm
+
+        self.game, self.done = game, 0
+        self.bar = tqdm(total=episodes, desc="play", unit="game", file=sys.stderr, dynamic_ncols=True,
+                        disable=episodes < 2)
+
+    def __call__(self, tick: Tick) -> None:
+        scores = self.game.episode_returns[: self.bar.total]
+        if len(scores) > self.done:
+            self.bar.update(len(scores) - self.done)
+            self.done = len(scores)
+            self.bar.set_postfix_str(f"last {scores[-1]:+.0f}, mean {sum(scores) / len(scores):+.2f}")
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def play_expert(cfg: Config, spec: str, episodes: int, seed: int, mode: str = "fast") -> dict:

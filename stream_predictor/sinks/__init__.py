@@ -13,6 +13,7 @@ import re
 
 from ..config import Config
 from ..errors import UserError
+from ..files import check_writable
 from ..runtime.tick import CallbackSink, Sink
 from .jsonl import CsvSink, JsonlSink
 
@@ -26,14 +27,26 @@ def _address(rest: str, cfg: Config, spec: str) -> tuple[str, int]:
     return m.group(1) or cfg.sink.host, int(m.group(2))
 
 
-def open_sink(spec: str, classes: list[str], cfg: Config) -> Sink:
+def _kind(spec: str) -> tuple[str, str]:
+    r"""(kind, the rest): a bare path (or C:\…) by its extension."""
     kind, sep, rest = spec.partition(":")
     if spec in ("-", "jsonl"):
-        return JsonlSink(None)
+        return "jsonl", ""
     if spec in ("preview", "keys", "web"):
-        kind, rest = spec, ""
-    elif not sep or len(kind) == 1:  # a bare path (or C:\…): by extension
-        kind, rest = {".csv": "csv", ".mp4": "video", ".avi": "video"}.get(spec[spec.rfind("."):].lower(), "jsonl"), spec
+        return spec, ""
+    if not sep or len(kind) == 1:
+        return {".csv": "csv", ".mp4": "video", ".avi": "video"}.get(spec[spec.rfind("."):].lower(), "jsonl"), spec
+    return kind, rest
+
+
+def output_file(spec: str) -> str | None:
+    """The file a sink spec writes (None: stdout, the network, a window, keys)."""
+    kind, rest = _kind(spec)
+    return rest if kind in ("jsonl", "csv", "video") and rest not in ("", "-") else None
+
+
+def open_sink(spec: str, classes: list[str], cfg: Config) -> Sink:
+    kind, rest = _kind(spec)
     if kind == "jsonl":
         return JsonlSink(rest or None, flush_every=64)
     if kind == "csv":
@@ -65,7 +78,11 @@ def open_sink(spec: str, classes: list[str], cfg: Config) -> Sink:
 
 
 def open_sinks(specs: list[str], classes: list[str], cfg: Config) -> list[Sink]:
-    """All the sinks named; if one fails to open, those opened before it are closed again."""
+    """All the sinks named; every output file is checked for writing before any opens (a bad path costs nothing), and
+    if one fails to open, those opened before it are closed again."""
+    for spec in specs:
+        if (path := output_file(spec)) is not None:
+            check_writable(path)
     sinks: list[Sink] = []
     try:
         for spec in specs:

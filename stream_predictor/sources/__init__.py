@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import SourceConfig
+from ..config import SourceConfig, checked_option
 from ..errors import SourceError
 from .base import Frame, Source
 
@@ -52,7 +52,8 @@ def _options(text: str, kind: str, spec: str) -> dict:
         if key not in OPTIONS[kind]:
             known = ", ".join(sorted(OPTIONS[kind])) or "none"
             raise SourceError(f"unknown option '{key}' for source kind '{kind}' in '{spec}'; known: {known}")
-        options[key] = yaml.safe_load(value)
+        # the same types and ranges as the source.* config keys of the same name
+        options[key] = checked_option(SourceConfig, key, yaml.safe_load(value), f"source option '{key}' in '{spec}'")
     return options
 
 

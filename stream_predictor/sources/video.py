@@ -41,6 +41,8 @@ class VideoFile(Source):
     def read(self, out: np.ndarray | None = None) -> Frame | None:
         ok, image = cv_read(self._cap, out)
         if not ok:
+            if self._seq == 0:
+                raise SourceError(f"video file has no frames OpenCV can decode: {self.name}")
             # Containers may estimate their frame count, so a shortfall of a frame or two is not an error.
             if self.frame_count and self._seq < 0.98 * self.frame_count - 1:
                 raise SourceError(f"video file is truncated or corrupt: decoding stopped after {self._seq} of "

@@ -9,11 +9,13 @@
 - latency: the Predictor's capture → decision latency on a live synthetic source.
 - sources: frames per second of the ALE source and of screen capture (when a display exists).
 - web: decision latency without the web sink, with it, and with 5 viewers of which one never reads.
+- replay: a recorded clip in lockstep: decoding alone, one frame per tick, and in chunks of several sizes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import statistics
@@ -470,3 +472,74 @@ def _bench_source_config():
     from ..config import SourceConfig
 
     return SourceConfig()
+
+
+def replay(weights: str | Path, frames: int = 3000, chunks: tuple[int, ...] = (8, 16, 32, 64), repeats: int = 3,
+           threads: int = 1) -> list[dict]:
+    """A recorded Pong clip (`frames` real game frames, written as MJPG) in lockstep: decoding alone (the capture thread,
+    as `capture` does), `predict` one frame per tick, and `predict` in chunks of each size, all on torch with `threads`
+    threads, interleaved `repeats` times; the median frames/s of each and its ratio to decoding. With PyAV installed,
+    PyAV's decoding of the same file beside OpenCV's."""
+    from ..config import Config
+    from ..model import load_model
+    from ..runtime.backends import model_agent
+
+    model = load_model(weights).eval() if str(weights).endswith(".safetensors") else default_bench_model(str(weights))
+    name = Path(weights).name if str(weights).endswith(".safetensors") else f"{weights} (random weights)"
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = _pong_clip(Path(tmp) / "pong.avi", frames)
+
+        def decode() -> int:
+            with CaptureThread(open_source(str(clip)), ring_size=32, replay="lockstep") as cap:
+                return sum(1 for _ in cap.frames())
+
+        def predict(chunk: int) -> Callable[[], int]:
+            cfg = Config()
+            cfg.predict.backend, cfg.predict.chunk, cfg.predict.threads = "torch", chunk, threads
+
+            def run() -> int:
+                with Predictor(model_agent(model, cfg.predict), str(clip), config=cfg, threads=threads) as p:
+                    return sum(1 for _ in p)
+
+            return run
+
+        contenders = {"decode only (capture thread, OpenCV)": decode, "predict, one frame per tick": predict(0),
+                      **{f"predict, chunks of {c}": predict(c) for c in chunks}}
+        if importlib.util.find_spec("av") is not None:
+            contenders["decode only (PyAV, one thread)"] = lambda: _pyav_decode(clip)
+        fps: dict[str, list[float]] = {k: [] for k in contenders}
+        for _ in range(repeats):
+            for key, fn in contenders.items():
+                t0 = time.perf_counter()
+                n = fn()
+                fps[key].append(n / (time.perf_counter() - t0))
+                assert n == frames, f"{key}: {n} of {frames} frames"
+    base = statistics.median(fps["decode only (capture thread, OpenCV)"])
+    return [{"weights": name, "path": key, "frames": frames, "fps": round(statistics.median(v), 1),
+             "vs_decode": round(statistics.median(v) / base, 3)} for key, v in fps.items()]
+
+
+def _pong_clip(path: Path, frames: int) -> Path:
+    """`frames` of real Pong (seed 5) written as an MJPG .avi at 30 fps."""
+    src = open_source("ale:Pong?seed=5", _bench_source_config())
+    writer = None
+    try:
+        for _ in range(frames):
+            image = src.read().image
+            if writer is None:
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, image.shape[1::-1])
+            writer.write(image)
+    finally:
+        src.close()
+        if writer is not None:
+            writer.release()
+    return path
+
+
+def _pyav_decode(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        return sum(1 for frame in container.decode(stream) if frame.to_ndarray(format="bgr24") is not None)
