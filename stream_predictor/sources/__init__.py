@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..config import SourceConfig, checked_option
-from ..errors import SourceError
+from ..errors import ConfigError, SourceError
 from .base import Frame, Source
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
@@ -53,7 +53,10 @@ def _options(text: str, kind: str, spec: str) -> dict:
             known = ", ".join(sorted(OPTIONS[kind])) or "none"
             raise SourceError(f"unknown option '{key}' for source kind '{kind}' in '{spec}'; known: {known}")
         # the same types and ranges as the source.* config keys of the same name
-        options[key] = checked_option(SourceConfig, key, yaml.safe_load(value), f"source option '{key}' in '{spec}'")
+        try:
+            options[key] = checked_option(SourceConfig, key, yaml.safe_load(value), f"source option '{key}' in '{spec}'")
+        except ConfigError as e:
+            raise SourceError(str(e)) from None
     return options
 
 
