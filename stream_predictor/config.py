@@ -91,6 +91,9 @@ class PredictConfig:
     # timed on the stream's own ticks (torch alone, with a warning saying why, for a model the graph cannot run)
     backend: Literal["torch", "onnxruntime", "auto"] = "auto"
     auto_after: Annotated[int, R(0, 10**9)] = 100  # backend=auto: ticks before the graph is exported (short runs stay on torch)
+    # backend=auto: torch in bfloat16 as a third contender (kept only if faster and agreeing >= 99.5% with float32):
+    # native: where the CPU multiplies bfloat16 natively (AVX512-BF16, AMX); always: also emulated; never
+    auto_bfloat16: Literal["native", "always", "never"] = "native"
     onnx_cache: str = ".cache/onnx"  # exported graphs for backend onnxruntime, by weights and frame size (made once)
     # recorded video in lockstep: frames encoded per CNN call (one batch), the LSTM then run over them; the ticks are
     # those of one frame at a time. Used only where it cannot change a decision (no live source, no sink that acts,

@@ -245,7 +245,8 @@ def test_auto_exports_in_the_background_then_times_both_on_real_ticks(tmp_path, 
     model = load_model(PONG)
     frames = pong_frames(60, seed=17)
     cache = tmp_path / "cache"
-    cfg = load_config(overrides=["predict.auto_after=2", "predict.chunk=0", f"predict.onnx_cache={cache}"])
+    cfg = load_config(overrides=["predict.auto_after=2", "predict.chunk=0", f"predict.onnx_cache={cache}",
+                                 "predict.auto_bfloat16=never"])  # two contenders here; bfloat16 has its own test
     assert cfg.predict.backend == "auto"  # the default
     exporting = []
     with torch.inference_mode(), Predictor.from_config(model, cfg, Frames(frames, {0})) as p:
@@ -268,6 +269,35 @@ def test_auto_exports_in_the_background_then_times_both_on_real_ticks(tmp_path, 
     torch_only = load_config(overrides=["predict.backend=torch", "predict.chunk=0"])
     with torch.inference_mode(), Predictor.from_config(model, torch_only, Frames(frames, {0, 25})) as p:
         np.testing.assert_allclose(np.array(probs), np.array([t.probs for t in p]), atol=1e-4)
+
+
+def test_auto_tries_bfloat16_only_where_asked_and_only_if_it_agrees(tmp_path, monkeypatch):
+    """backend=auto with bfloat16 as a third contender (forced with auto_bfloat16=always on a CPU without native
+    bfloat16): all three are timed on real ticks, the agreement with float32 is measured on replayed frames, and a
+    bfloat16 that disagrees is never chosen. Without native bfloat16 the default leaves it out and says why."""
+    from stream_predictor.runtime import auto
+
+    model = load_model(PONG)
+    frames = pong_frames(90, seed=5)
+    base = ["predict.auto_after=2", "predict.chunk=0", f"predict.onnx_cache={tmp_path / 'cache'}"]
+    monkeypatch.setattr(auto, "cpu_bf16_native", lambda: False)
+    with torch.inference_mode(), Predictor.from_config(model, load_config(overrides=base), Frames(frames, {0})) as p:
+        list(p)
+        assert "bfloat16 not tried: this CPU has no native bfloat16" in p.summary()["engine"]
+    cfg = load_config(overrides=[*base, "predict.auto_bfloat16=always"])
+    monkeypatch.setattr(auto, "AGREE_MIN", 1.01)  # no agreement is enough: bfloat16 must lose whatever its time
+    for _attempt in range(2):  # the first run may end while the graph is still being exported
+        with torch.inference_mode(), Predictor.from_config(model, cfg, Frames(frames, {0, 40})) as p:
+            ticks = list(p)
+            engine, summary = p.agent.engine, p.summary()
+        if engine.chosen is not None:
+            break
+        while engine._export is not None and engine._export.poll() is None:
+            time.sleep(0.2)
+    assert len(ticks) == 90 and engine.chosen in ("torch", "onnxruntime")
+    assert set(summary["backend_ms"]) == {"torch", "onnxruntime", "torch bfloat16"}
+    assert 0.9 <= engine.bf16_agreement <= 1.0, "bfloat16 agrees with float32 on nearly every real frame"
+    assert "below 101.0%: not used" in summary["engine"]
 
 
 def test_a_model_the_backend_cannot_take(tmp_path, caplog):

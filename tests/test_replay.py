@@ -126,3 +126,20 @@ def test_a_game_that_waits_for_each_decision_is_never_chunked(frames):
     p = Predictor.from_config(model, load_config(overrides=["predict.backend=torch"]), game)
     assert p.chunk == 1 and "the source waits for each decision" in p.replay_path
     p.close()
+
+
+def test_bench_replay_times_decoding_ticks_and_chunks_side_by_side_with_bfloat16_agreement():
+    """`bench --only replay` on a real Pong clip: every contender saw every frame, the ratios are to decoding, and the
+    chunked and bfloat16 runs say how often they agree with float32 one frame per tick."""
+    from pathlib import Path
+
+    from stream_predictor.tools import bench
+
+    weights = Path(__file__).resolve().parents[1] / "weights" / "pong.safetensors"
+    rows = {r["path"]: r for r in bench.replay(weights, frames=48, chunks=(8,), repeats=1)}
+    assert rows["decode only (capture thread, OpenCV)"]["vs_decode"] == 1.0
+    assert rows["predict, one frame per tick"]["classes_agree"] == 1.0
+    assert rows["predict, chunks of 8"]["classes_agree"] == 1.0, "chunked replay decides as single ticks do"
+    bf16 = [r for k, r in rows.items() if "bfloat16" in k]
+    assert len(bf16) == 2 and all(0.9 <= r["classes_agree"] <= 1.0 for r in bf16)
+    assert all(r["fps"] > 0 and r["frames"] == 48 for r in rows.values())

@@ -6,6 +6,10 @@ Nothing stalls: the export runs in a child process (its own interpreter, so neit
 stdout touches the stream), and only after `predict.auto_after` ticks, so short runs never pay for it. The measurement
 is made on the CPU the stream runs on, under its load: no rule about CPU families to go wrong elsewhere. The engine's
 `path` says which ran and why, and the choice is logged with the times it was made on.
+
+On a CPU that multiplies bfloat16 natively (AVX512-BF16 or AMX; `predict.auto_bfloat16=native`), torch in bfloat16 is a
+third contender. It may win only if it also agrees with float32: the last `AGREE_FRAMES` frames of the first stream are
+replayed through fresh float32 and bfloat16 engines, and bfloat16 is kept out below `AGREE_MIN` class agreement.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import PredictConfig
+from ..model.fast import BF16_FLAGS, cpu_bf16_native
 from .engine import TickEngine
 from .onnx_engine import OnnxEngine, graph_cache_path
 
@@ -30,7 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TURNS = 40  # real ticks timed in all, taken in turn by the two engines
+TURNS = 20  # real ticks timed per contender, taken in turn
+AGREE_FRAMES = 200  # frames replayed through float32 and bfloat16 to measure their class agreement
+AGREE_MIN = 0.995  # bfloat16 runs only at this class agreement with float32 or above
+BF16 = "torch bfloat16"
 
 
 class AutoEngine:
@@ -44,52 +53,73 @@ class AutoEngine:
         self.torch = TickEngine(model, streams, cfg.dtype, False, cfg.fast_cpu, mode, window)
         self.model, self.cfg, self.streams, self.mode, self.window = model, cfg, streams, mode, window
         self.graph: OnnxEngine | None = None
-        self.chosen: str | None = None  # "torch" or "onnxruntime" once measured
+        self.chosen: str | None = None  # the contender that runs on, once measured
         self.measured_ms: dict[str, float] = {}
+        self.bf16_agreement: float | None = None  # class agreement of bfloat16 with float32, when it was a contender
         self.reason = "measuring"  # why the current engine runs
         self._ticks = 0
-        self._times: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
+        self._engines: dict[str, TickEngine | OnnxEngine] = {"torch": self.torch}
+        self.bf16_note = self._bf16_contender()
+        self._times: dict[str, list[float]] = {}
+        self._sample: deque = deque(maxlen=AGREE_FRAMES)  # (frame, first) of stream 0, for the bfloat16 agreement
         self._export: subprocess.Popen | None = None
         self._export_dir: tempfile.TemporaryDirectory | None = None
         self._graph_path: Path | None = None
         self._current = "torch"  # the engine that holds the streams' state now
 
+    def _bf16_contender(self) -> str:
+        """Add torch in bfloat16 as a contender where `predict.auto_bfloat16` asks for it; say why (or why not)."""
+        if self.cfg.dtype != "float32" or self.cfg.device != "cpu":
+            return f"bfloat16 not tried: predict.dtype={self.cfg.dtype} on {self.cfg.device}"
+        if self.mode != "stateful":
+            return "bfloat16 not tried: the model decides windowed"
+        native = cpu_bf16_native()
+        if self.cfg.auto_bfloat16 == "never" or (self.cfg.auto_bfloat16 == "native" and not native):
+            why = "predict.auto_bfloat16=never" if self.cfg.auto_bfloat16 == "never" else \
+                f"this CPU has no native bfloat16 ({' or '.join(BF16_FLAGS)})"
+            return f"bfloat16 not tried: {why}"
+        self._engines[BF16] = TickEngine(self.model, self.streams, "bfloat16", False, False, self.mode, self.window)
+        return "bfloat16 tried: " + ("native on this CPU" if native else "emulated (predict.auto_bfloat16=always)")
+
     @property
     def path(self) -> dict[str, str]:
-        engine = self.graph if self._current == "onnxruntime" and self.graph is not None else self.torch
-        return {**engine.path, "backend": f"auto: {self._current} ({self.reason})"}
+        return {**self._engines[self._current].path, "backend": f"auto: {self._current} ({self.reason}; {self.bf16_note})"}
 
     def reset(self) -> None:
-        self.torch.reset()
-        if self.graph is not None:
-            self.graph.reset()
+        for engine in self._engines.values():
+            engine.reset()
 
     def prepare(self, height: int, width: int) -> None:
         self.torch.prepare(height, width)
 
     # --- the engines' turns ---------------------------------------------------------------------
     def _use(self, name: str) -> TickEngine | OnnxEngine:
-        """The engine `name`, holding the streams' state (handed over from the other one if it held it)."""
+        """The engine `name`, holding the streams' state (handed over from the one that held it)."""
         if name != self._current:
-            src, dst = (self.torch, self.graph) if name == "onnxruntime" else (self.graph, self.torch)
-            dst.set_state(src.get_state())
+            engine = self._engines[name]
+            if isinstance(engine, TickEngine) and engine._shape is None:
+                engine.prepare(*self.torch._shape)
+            engine.set_state(self._engines[self._current].get_state())
             self._current = name
-        return self.graph if name == "onnxruntime" else self.torch
+        return self._engines[name]
 
     def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
         if self.chosen is not None:
             return self._use(self.chosen)(frames, first)
         self._ticks += 1
+        if BF16 in self._engines:
+            frames = np.asarray(frames)
+            self._sample.append((frames.reshape(-1, *frames.shape[-3:])[0].copy(), bool(first is not None and first[0])))
         if self.graph is None:
             self._follow_export(np.asarray(frames).shape[-3:-1])
-        if self.graph is None:
+        if not self._times:
             return self._use("torch")(frames, first)
-        name = ("torch", "onnxruntime")[self._ticks % 2]
-        engine = self._use(name)
+        names = list(self._engines)
+        name = names[self._ticks % len(names)]
         t0 = time.perf_counter()
-        out = engine(frames, first)
+        out = self._use(name)(frames, first)
         self._times[name].append((time.perf_counter() - t0) * 1e3)
-        if min(len(t) for t in self._times.values()) >= TURNS // 2:
+        if min(len(t) for t in self._times.values()) >= TURNS:
             self._choose()
         return out
 
@@ -98,10 +128,26 @@ class AutoEngine:
 
     def _choose(self) -> None:
         self.measured_ms = {name: round(statistics.median(t), 3) for name, t in self._times.items()}
-        self.chosen = min(self.measured_ms, key=self.measured_ms.get)
+        allowed = dict(self.measured_ms)
+        if BF16 in allowed:
+            self.bf16_agreement = self._agreement()
+            self.bf16_note = f"bfloat16 agrees {100 * self.bf16_agreement:.1f}% with float32 on {len(self._sample)} frames"
+            if self.bf16_agreement < AGREE_MIN:
+                del allowed[BF16]
+                self.bf16_note += f", below {100 * AGREE_MIN:.1f}%: not used"
+        self.chosen = min(allowed, key=allowed.get)
         self.reason = "faster here: " + ", ".join(f"{k} {v} ms" for k, v in self.measured_ms.items())
-        log.warning("predict.backend=auto: %s runs the model (median ms per tick on this CPU, measured on %d real ticks: %s)",
-                    self.chosen, TURNS, ", ".join(f"{k} {v}" for k, v in self.measured_ms.items()))
+        log.warning("predict.backend=auto: %s runs the model (median ms per tick on this CPU, measured on %d real ticks "
+                    "each: %s; %s)", self.chosen, TURNS, ", ".join(f"{k} {v}" for k, v in self.measured_ms.items()),
+                    self.bf16_note)
+
+    def _agreement(self) -> float:
+        """Class agreement of bfloat16 with float32 over the sampled frames, each from a fresh state."""
+        classes = []
+        for dtype in ("float32", "bfloat16"):
+            engine = TickEngine(self.model, 1, dtype, False, False, self.mode, self.window)
+            classes.append([int(engine(frame[None], [first])[1][0]) for frame, first in self._sample])
+        return float(np.mean(np.equal(*classes))) if self._sample else 0.0
 
     # --- the export, in a child process ---------------------------------------------------------
     def _follow_export(self, size: tuple[int, int]) -> None:
@@ -126,8 +172,9 @@ class AutoEngine:
                 self.chosen, self.reason = "torch", f"the export failed: {(log_lines or ['no message'])[-1][:200]}"
                 log.warning("predict.backend=auto: torch runs the model (%s)", self.reason)
                 return
-        self.graph = OnnxEngine(self._graph_path, self.streams, self.cfg.threads)
-        self.reason = "measuring against onnxruntime"
+        self.graph = self._engines["onnxruntime"] = OnnxEngine(self._graph_path, self.streams, self.cfg.threads)
+        self._times = {name: [] for name in self._engines}
+        self.reason = "measuring: " + ", ".join(self._engines)
 
 
 def start_export(model: StreamModel, out: Path, size: tuple[int, int], workdir: Path) -> subprocess.Popen:

@@ -30,7 +30,7 @@ import torch
 
 from ..config import ModelConfig
 from ..model import StreamModel, build_model
-from ..model.fast import BF16_FLAGS, cpu_info
+from ..model.fast import BF16_FLAGS, cpu_bf16_native, cpu_info
 from ..runtime.capture import CaptureThread
 from ..runtime.engine import TickEngine
 from ..runtime.predictor import Predictor
@@ -478,7 +478,8 @@ def replay(weights: str | Path, frames: int = 3000, chunks: tuple[int, ...] = (8
            threads: int = 1) -> list[dict]:
     """A recorded Pong clip (`frames` real game frames, written as MJPG) in lockstep: decoding alone (the capture thread,
     as `capture` does), `predict` one frame per tick, and `predict` in chunks of each size, all on torch with `threads`
-    threads, interleaved `repeats` times; the median frames/s of each and its ratio to decoding. With PyAV installed,
+    threads, interleaved `repeats` times; the median frames/s of each and its ratio to decoding; then bfloat16 one frame
+    per tick and in the largest chunks, with their class agreement with float32 one frame per tick. With PyAV installed,
     PyAV's decoding of the same file beside OpenCV's."""
     from ..config import Config
     from ..model import load_model
@@ -493,18 +494,25 @@ def replay(weights: str | Path, frames: int = 3000, chunks: tuple[int, ...] = (8
             with CaptureThread(open_source(str(clip)), ring_size=32, replay="lockstep") as cap:
                 return sum(1 for _ in cap.frames())
 
-        def predict(chunk: int) -> Callable[[], int]:
+        classes: dict[str, list[int]] = {}
+
+        def predict(key: str, chunk: int, dtype: str = "float32") -> tuple[str, Callable[[], int]]:
             cfg = Config()
             cfg.predict.backend, cfg.predict.chunk, cfg.predict.threads = "torch", chunk, threads
+            cfg.predict.dtype = dtype
 
             def run() -> int:
                 with Predictor(model_agent(model, cfg.predict), str(clip), config=cfg, threads=threads) as p:
-                    return sum(1 for _ in p)
+                    classes[key] = [t.class_id for t in p]
+                return len(classes[key])
 
-            return run
+            return key, run
 
-        contenders = {"decode only (capture thread, OpenCV)": decode, "predict, one frame per tick": predict(0),
-                      **{f"predict, chunks of {c}": predict(c) for c in chunks}}
+        bf16 = f"bfloat16 ({'native' if cpu_bf16_native() else 'emulated: no bfloat16 instructions'})"
+        runs = [("predict, one frame per tick", 0, "float32"), *((f"predict, chunks of {c}", c, "float32") for c in chunks),
+                (f"predict, one frame per tick, {bf16}", 0, "bfloat16"),
+                (f"predict, chunks of {max(chunks)}, {bf16}", max(chunks), "bfloat16")]
+        contenders = {"decode only (capture thread, OpenCV)": decode, **dict(predict(*r) for r in runs)}
         if importlib.util.find_spec("av") is not None:
             contenders["decode only (PyAV, one thread)"] = lambda: _pyav_decode(clip)
         fps: dict[str, list[float]] = {k: [] for k in contenders}
@@ -514,9 +522,12 @@ def replay(weights: str | Path, frames: int = 3000, chunks: tuple[int, ...] = (8
                 n = fn()
                 fps[key].append(n / (time.perf_counter() - t0))
                 assert n == frames, f"{key}: {n} of {frames} frames"
+    reference = classes["predict, one frame per tick"]
+    agree = {k: round(float(np.mean(np.equal(v, reference))), 4) for k, v in classes.items()}
     base = statistics.median(fps["decode only (capture thread, OpenCV)"])
     return [{"weights": name, "path": key, "frames": frames, "fps": round(statistics.median(v), 1),
-             "vs_decode": round(statistics.median(v) / base, 3)} for key, v in fps.items()]
+             "vs_decode": round(statistics.median(v) / base, 3),
+             **({"classes_agree": agree[key]} if key in agree else {})} for key, v in fps.items()]
 
 
 def _pong_clip(path: Path, frames: int) -> Path:
