@@ -89,11 +89,18 @@ class PredictConfig:
     # The CPU path of a stateful model: torch's engine, or its exported graph in onnxruntime (docs/serving.md); auto:
     # torch first, the graph exported in the background after `auto_after` ticks, then whichever of the two is faster,
     # timed on the stream's own ticks (torch alone, with a warning saying why, for a model the graph cannot run)
-    backend: Literal["torch", "onnxruntime", "auto"] = "auto"
+    backend: Literal["torch", "onnxruntime", "auto", "triton"] = "auto"  # triton: a Triton server runs it (below)
     auto_after: Annotated[int, R(0, 10**9)] = 100  # backend=auto: ticks before the graph is exported (short runs stay on torch)
     # backend=auto: torch in bfloat16 as a third contender (kept only if faster and agreeing >= 99.5% with float32):
     # native: where the CPU multiplies bfloat16 natively (AVX512-BF16, AMX); always: also emulated; never
     auto_bfloat16: Literal["native", "always", "never"] = "native"
+    # backend=triton: a Triton Inference Server (`serve`, or your own) runs the tick; the client keeps each stream's
+    # state, so any replica serves any tick and a restarted server loses only time (docs/serving.md)
+    triton_url: str = "127.0.0.1:8001"  # the server's gRPC endpoint, HOST:PORT
+    triton_model: str = ""  # the model's name in the server's repository ("": the one model it has ready)
+    triton_version: str = ""  # the model's version ("": the server's choice, the newest)
+    triton_timeout_s: Annotated[float, R(0.01, 3600)] = 5.0  # one request's deadline
+    triton_retry_s: Annotated[float, R(0, 86400)] = 60.0  # how long one tick retries (backing off) while the server is away
     onnx_cache: str = ".cache/onnx"  # exported graphs for backend onnxruntime, by weights and frame size (made once)
     # recorded video in lockstep: frames encoded per CNN call (one batch), the LSTM then run over them; the ticks are
     # those of one frame at a time. Used only where it cannot change a decision (no live source, no sink that acts,
@@ -195,6 +202,10 @@ class ExpertConfig:
     residual: Annotated[int, R(0, 200)] = 3  # how far a released, still moving paddle travels on
     away: Annotated[float, R(0, 1)] = 0.25  # while the ball goes away, weight of its height against the middle
     dead_zone: Annotated[int, R(0, 200)] = 8  # errors smaller than this are left alone (one press moves the paddle ~22 from rest)
+    # steps the expert looks ahead in a copy of the emulator before it decides (0: it decides from the RAM alone): each
+    # action is tried, then the expert plays on until the first point; the action that wins soonest (or loses latest)
+    # is kept, its own choice on a tie. A teacher for DAgger (docs/tuning.md); about 3 x this many steps per decision
+    lookahead: Annotated[int, R(0, 10000)] = 0
 
 
 @dataclass(slots=True)

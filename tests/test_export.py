@@ -196,9 +196,11 @@ def test_triton_repository_config_and_sequence_batching_equal_separate_predictor
     text_format = pytest.importorskip("google.protobuf.text_format")
     model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
     model = load_model(PONG)
-    d, diff = write_repository(model, tmp_path / "repo", "pong", (210, 160), max_batch_size=8)
+    files, diff = write_repository(model, tmp_path / "repo", "pong", (210, 160), 8, backend="onnxruntime", state="implicit")
+    d = files[0].parent
     config = text_format.Parse((d / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-    assert config.name == "pong" and config.backend == "onnxruntime" and config.max_batch_size == 8 and diff < 1e-3
+    assert not (d / "1" / "model.py").exists()
+    assert config.name == "pong" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 8 and diff < 1e-3
     assert [tuple(i.dims) for i in config.input] == [(210, 160, 3)] and [tuple(o.dims) for o in config.output] == [(3,)]
     states = {(s.input_name, s.output_name): (tuple(s.dims), s.initial_state[0].zero_data) for s in config.sequence_batching.state}
     assert states == {("h", "h_out"): ((1, 256), True), ("c", "c_out"): ((1, 256), True)}

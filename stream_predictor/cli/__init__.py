@@ -31,6 +31,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "soak": ("soak_cmd", "a long synthetic run: memory, threads, file descriptors and frame accounting"),
     "bench": ("bench_cmd", "per-tick time incremental vs recompute, capture rate, latency"),
     "export": ("export_cmd", "the whole tick as one ONNX graph, or a Triton model repository"),
+    "serve": ("serve_cmd", "a real Triton Inference Server on 127.0.0.1 serving an exported repository"),
 }
 DEFAULT_COMMAND = "play"
 

@@ -45,9 +45,32 @@ class ExpertAgent(Agent):
                 self.game.expert(rams[-2], ahead, self.params)
             ahead["last"] = self._class_of.get(self.source.in_flight_action(len(rams) - 1))
             name = self.game.expert(rams[-1], ahead, self.params)
+        if self.params.lookahead:
+            name = self._look_ahead(name, late)
         probs = np.zeros(len(self.classes), np.float32)
         probs[self.classes.index(name)] = 1.0
         return Decision(self.classes.index(name), probs)
+
+    def _look_ahead(self, own: str, late: int) -> str:
+        """Each class tried in the emulator (after the actions already on their way), the expert playing on until the
+        first point: the class that wins soonest, or else loses latest; `own` on a tie."""
+        ahead = self.source.actions_ahead(late)
+        outcome = {}
+        for name in self.classes:
+            memory = dict(self._memory)
+
+            def policy(ram: np.ndarray, t: int, name: str = name, memory: dict = memory) -> int:
+                if t < late:
+                    return ahead[t]
+                if t > late:
+                    memory["last"] = self.game.expert(ram, memory, self.params)
+                    return self.game.actions[memory["last"]]
+                memory["last"] = name
+                return self.game.actions[name]
+
+            reward, t = self.source.simulate(policy, late + self.params.lookahead)
+            outcome[name] = (reward, -t if reward > 0 else t if reward < 0 else 0, name == own)
+        return max(self.classes, key=outcome.get)
 
     def reset(self) -> None:
         self._memory.clear()

@@ -104,9 +104,12 @@ def example_inputs(model: StreamModel, size: tuple[int, int], streams: int, trit
 
 
 def export_onnx(model: StreamModel, out: str | Path, size: tuple[int, int], triton: bool = False,
-                int8: bool = False) -> tuple[Path, float | None]:
+                int8: bool = False, corrid: bool = True) -> tuple[Path, float | None]:
     """Write the tick graph for frames of `size` (h, w) to `out`; returns the path and the largest log-probability
     difference to the torch model that `verify` measured (None without onnxruntime).
+
+    `triton`: batch first everywhere; with `corrid`, also the unused CORRID input of Triton's sequence batcher (a model
+    whose state the client keeps has none).
 
     `int8`: the weights of the fully connected layers (the fc after the convolutions is 6.4 of nature_cnn's 10 MB, and
     streams from memory every tick) are stored as int8 and multiplied as such (onnxruntime's dynamic quantisation);
@@ -126,7 +129,7 @@ def export_onnx(model: StreamModel, out: str | Path, size: tuple[int, int], trit
         program = torch.onnx.export(graph, example, input_names=names, output_names=["probs", *outputs_],
                                     dynamic_shapes=shapes, opset_version=OPSET, dynamo=True, verbose=False)
     proto = program.model_proto
-    if triton:
+    if triton and corrid:
         proto.graph.input.append(onnx.helper.make_tensor_value_info("corrid", onnx.TensorProto.UINT64, ["K", 1]))
     meta = {"format": FORMAT, "classes": json.dumps(model.classes), "frame_size": json.dumps(list(size)),
             "precision": json.dumps("int8 weights (fully connected layers)" if int8 else "float32"),
@@ -189,7 +192,7 @@ def verify(model: StreamModel, path: Path, size: tuple[int, int], triton: bool =
     for step in range(steps):
         first_now = first if step % 3 == 0 else torch.zeros_like(first)
         feed = {"frames": frames.numpy(), "first": first_now.numpy(), **dict(zip(names, ours))}
-        if triton:
+        if "corrid" in {i.name for i in session.get_inputs()}:
             feed["corrid"] = np.arange(len(frames), dtype=np.uint64)[:, None]
         probs, *ours = session.run(None, feed)
         with torch.no_grad():

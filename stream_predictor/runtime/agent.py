@@ -62,6 +62,10 @@ class Agent:
         """How decisions are computed (for summaries)."""
         return {"agent": self.kind}
 
+    def status(self) -> dict:
+        """What a live view shows of the agent as it runs (none by default)."""
+        return {}
+
     def inference(self):
         """A context the inference thread decides in (e.g. torch's inference mode); none by default."""
         return contextlib.nullcontext()
@@ -73,6 +77,7 @@ class Engine(Protocol):
     path: dict[str, str]
     chunked: bool  # has `chunk(frames, first)`: n frames of one stream in one call
     measured_ms: dict[str, float]  # backend=auto: the median ms per tick it chose on (else empty)
+    counters: dict[str, int]  # events worth a count in the summary (backend=triton: server_reconnects, server_errors)
 
     def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -140,7 +145,11 @@ class ModelAgent(Agent):
                "engine": ", ".join(f"{k}: {v}" for k, v in self.engine.path.items())}
         if self.engine.measured_ms:
             out["backend_ms"] = self.engine.measured_ms
-        return out
+        return {**out, **self.engine.counters}
+
+    def status(self) -> dict:
+        """What a live view shows of the agent as it runs (the engine's counters)."""
+        return dict(self.engine.counters)
 
     def inference(self):
         """The inference thread's context: torch's inference mode where torch runs the model."""

@@ -55,6 +55,7 @@ class AutoEngine:
         self.graph: OnnxEngine | None = None
         self.chosen: str | None = None  # the contender that runs on, once measured
         self.measured_ms: dict[str, float] = {}
+        self.counters: dict[str, int] = {}
         self.bf16_agreement: float | None = None  # class agreement of bfloat16 with float32, when it was a contender
         self.reason = "measuring"  # why the current engine runs
         self._ticks = 0

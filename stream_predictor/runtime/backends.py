@@ -4,6 +4,7 @@
 - `onnxruntime`: the model's exported graph (`ExportedEngine`), or an error saying why this model cannot be.
 - `auto` (the default): `AutoEngine`, torch first, then whichever of torch and the graph is faster on this CPU,
   measured on the stream's own ticks; torch alone (with a warning saying why) where the graph cannot run the model.
+- `triton`: a Triton Inference Server runs the model's graph (`TritonEngine`); the state stays with the client.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def resolve_backend(model: StreamModel, cfg: PredictConfig, mode: str) -> str:
     graph cannot run; `auto` becomes torch for it, with a warning saying why."""
     if cfg.backend == "torch":
         return "torch"
+    if cfg.backend == "triton":
+        if mode != "stateful":
+            raise UserError(f"predict.backend=triton runs stateful models (its graph steps the state), not {mode} ones")
+        return "triton"
     reasons = graph_refusals(model, mode)
     if reasons and cfg.backend == "onnxruntime":
         raise UserError(f"predict.backend=onnxruntime cannot run this model: {'; '.join(reasons)}")
@@ -64,6 +69,10 @@ def model_engine(model: StreamModel, cfg: PredictConfig, streams: int = 1, mode:
     if mode is None or window is None:
         mode, window = resolve_mode(model, cfg)
     backend = resolve_backend(model, cfg, mode)
+    if backend == "triton":
+        from .triton_engine import TritonEngine
+
+        return TritonEngine(cfg, streams, model.classes)
     if backend == "onnxruntime":
         from .onnx_engine import ExportedEngine
 

@@ -68,6 +68,7 @@ class TickEngine:
 
     chunked = True
     measured_ms: dict[str, float] = {}  # noqa: RUF012 - read only: no backend choice was measured
+    counters: dict[str, int] = {}  # noqa: RUF012 - read only: nothing to count
 
     def __init__(self, model: StreamModel, streams: int = 1, dtype: str = "float32", graph: bool | None = None,
                  fast_cpu: bool = True, mode: str = "stateful", window: int = 16) -> None:

@@ -34,6 +34,7 @@ class OnnxEngine:
 
     chunked = False  # the graph is one tick
     measured_ms: dict[str, float] = {}  # noqa: RUF012 - read only
+    counters: dict[str, int] = {}  # noqa: RUF012 - read only: nothing to count
 
     def __init__(self, path: str | Path, streams: int = 1, threads: int = 1) -> None:
         ort = _ort()
@@ -123,6 +124,7 @@ class ExportedEngine:
 
     chunked = False
     measured_ms: dict[str, float] = {}  # noqa: RUF012 - read only
+    counters: dict[str, int] = {}  # noqa: RUF012 - read only: nothing to count
 
     def __init__(self, model, cfg, streams: int = 1) -> None:
         self.model, self.cfg, self.streams = model, cfg, streams

@@ -73,7 +73,7 @@ class Predictor:
         self.stats = PredictorStats()
         view = self.agent.model.preproc.view if self.agent.model is not None else None
         for sink in self.sinks:
-            sink.attach(view, lambda: {"reconnects": self.capture.stats.reconnects, **self.source.status()})
+            sink.attach(view, lambda: {"reconnects": self.capture.stats.reconnects, **self.source.status(), **self.agent.status()})
         self.error: BaseException | None = None
         self._sinks_closed = False
         self._stop = threading.Event()

@@ -15,6 +15,7 @@ Real-time faults, seeded like everything else (for measuring them, and for train
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -43,6 +44,7 @@ class AleGame(Source):
         except Exception as e:  # gymnasium raises several error types for unknown ids
             raise SourceError(f"unknown game '{game}' ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         self.name = f"ale:{game}"
+        self.frameskip = frameskip
         self.fps = ATARI_FPS / frameskip
         self.seed, self.sync, self.flicker = seed, sync, flicker
         self.reactive = sync
@@ -89,16 +91,33 @@ class AleGame(Source):
         It plays them on a second emulator set to this one's state (random state included), so the game itself
         is untouched. Exact without sticky actions; with them, the first step ahead may repeat a different action.
         """
-        if self._shadow is None:
-            self._shadow = self._make_env().unwrapped
-            self._shadow.reset(seed=self.seed)
-        self._shadow.ale.restoreState(self.env.unwrapped.ale.cloneState(include_rng=True))
+        self._shadow_ale().restoreState(self.env.unwrapped.ale.cloneState(include_rng=True))
         rams = [self.ram().copy()]
         for action in self.actions_ahead(steps):
             if self._shadow.step(action)[2]:
                 break  # the episode ends first
             rams.append(self._shadow.ale.getRAM().copy())
         return rams
+
+    def simulate(self, policy: Callable[[np.ndarray, int], int], steps: int) -> tuple[float, int]:
+        """Play up to `steps` steps ahead on the second emulator, from this game's exact state now (random state included,
+        so sticky actions repeat as they will here), `policy(ram, t)` choosing step t's action; stop at the first reward.
+        The reward and the step it came on (`steps` if none). The game itself is untouched."""
+        ale = self._shadow_ale()
+        ale.restoreState(self.env.unwrapped.ale.cloneState(include_rng=True))
+        actions = self._shadow._action_set
+        for t in range(steps):
+            action = actions[policy(ale.getRAM(), t)]
+            reward = sum(ale.act(action) for _ in range(self.frameskip))
+            if reward or ale.game_over():
+                return float(reward), t
+        return 0.0, steps
+
+    def _shadow_ale(self):
+        if self._shadow is None:
+            self._shadow = self._make_env().unwrapped
+            self._shadow.reset(seed=self.seed)
+        return self._shadow.ale
 
     def actions_ahead(self, steps: int) -> list[int]:
         """The actions the game will play on each of its next `steps` steps, from the actions already on their way."""
