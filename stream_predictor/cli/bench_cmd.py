@@ -21,16 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--windows", default="8,16,32", help="window sizes N for the recompute baseline")
     p.add_argument("--repeats", type=int, default=5, help="repeats per figure (the median is reported)")
     p.add_argument("--only", default="per_tick,threads,streams,latency,capture,sources,train",
-                   help="which parts to run, comma-separated (also: parity, web, backends, preprocess, precision, replay)")
+                   help="which parts to run, comma-separated (also: parity, web, backends, preprocess, precision, replay, triton)")
     p.add_argument("--frames", type=int, default=3000, help="replay: frames in the recorded clip")
     p.add_argument("--weights", default="weights/pong.safetensors", help="backends: the weights to compare on")
 
 
 def _table(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # every row's keys, in order of appearance
+    widths = [max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys]
     lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths))]
-    lines += ["  ".join(str(r[k]).ljust(w) for k, w in zip(keys, widths)) for r in rows]
+    lines += ["  ".join(str(r.get(k, "")).ljust(w) for k, w in zip(keys, widths)) for r in rows]
     return "\n".join(lines)
 
 
@@ -111,9 +111,17 @@ def _replay(args, encoders, windows, targets, cfg):
             f"{cfg.predict.threads} thread(s) deciding while the capture thread decodes"), rows
 
 
+def _triton(args, encoders, windows, targets, cfg):
+    from ..tools.bench_serving import triton_load
+
+    return (f"streams at 15 fps each, one Triton server (python backend, 1 instance) vs in process (onnxruntime), "
+            f"{args.weights}"), triton_load(args.weights, repeats=args.repeats)
+
+
 PARTS = {"per_tick": _per_tick, "threads": _threads, "streams": _streams, "parity": _parity, "capture": _capture,
          "sources": _sources, "latency": _latency, "train": _train, "web": _web,
-         "backends": _backends, "preprocess": _preprocess, "precision": _precision, "replay": _replay}
+         "backends": _backends, "preprocess": _preprocess, "precision": _precision, "replay": _replay,
+         "triton": _triton}
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

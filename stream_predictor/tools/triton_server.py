@@ -73,12 +73,15 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
 
     def _backends(self) -> Path:
-        """A backend folder of our own: the wheel's python backend with the stub for the environment's Python beside it."""
+        """A backend folder of our own: the wheel's python backend with the stub for the environment's Python beside it
+        (made at the first start, kept for restarts)."""
+        backends = Path(self._work.name) / "backends"
+        if backends.exists():
+            return backends
         version = Path(glob.glob(str(self.env / "lib" / "python3.*"))[0]).name.removeprefix("python")
         stub = self.server / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not stub.exists():
             raise UserError(f"the Triton wheel in {self.env} has no python backend stub for Python {version}")
-        backends = Path(self._work.name) / "backends"
         shutil.copytree(self.server / "backends", backends)
         shutil.copy(stub, backends / "python" / stub.name)
         return backends
