@@ -18,8 +18,9 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from .errors import ConfigError
+from .paths import data_dir
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = data_dir("configs")  # the shipped configs: the checkout's, or the installed data folder's
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stream_predictor import Predictor
+from stream_predictor import MultiPredictor, Predictor, load_config
 from stream_predictor.config import ModelConfig
 from stream_predictor.model import build_model, save_model
 from stream_predictor.runtime.engine import FeatureRing
@@ -168,3 +168,50 @@ def test_smoothing_is_pure():
     assert hysteresis(0, np.array([0.2, 0.8, 0.0]), 0.2) == 1
     assert hysteresis(None, np.array([0.45, 0.55, 0.0]), 0.2) == 1
     assert p1.tolist() == [0.8, 0.1, 0.1]  # inputs untouched
+
+
+def test_multipredictor_streams_are_lone_predictors_with_their_own_sinks_and_figures(tmp_path):
+    """Three real encoded videos of different lengths through one MultiPredictor (one engine call per tick, real
+    capture threads): each stream's ticks carry the same fields and decisions as the same source through a lone
+    Predictor, each stream's own sinks get its ticks (a JSONL file each), and each stream has its own figures."""
+    from conftest import write_video
+
+    videos = [write_video(tmp_path / f"v{i}.avi", frames=20 + 15 * i, size=(96, 72)) for i in range(3)]
+    model = model_for_video(4)
+    cfg = load_config(overrides=["predict.ema=0.3", "predict.hysteresis=0.05", "predict.backend=torch"])
+    got = [[] for _ in videos]
+    sinks = [[CallbackSink(got[i].append), JsonlSink(tmp_path / f"s{i}.jsonl")] for i in range(3)]
+    with MultiPredictor(model, [str(v) for v in videos], config=cfg, sinks=sinks) as mp:
+        rounds = list(mp)
+        summary = mp.summary()
+    assert len(rounds) == 50 and [sum(r[i] is not None for r in rounds) for i in range(3)] == [20, 35, 50]
+    for i, video in enumerate(videos):
+        with Predictor(model, str(video), config=cfg) as p:
+            alone = list(p)
+        assert [t.seq for t in got[i]] == [t.seq for t in alone] == list(range(20 + 15 * i))
+        assert [t.class_id for t in got[i]] == [t.class_id for t in alone]
+        np.testing.assert_allclose([t.probs for t in got[i]], [t.probs for t in alone], atol=1e-5)
+        assert set(got[i][0].to_json()) == set(alone[0].to_json())
+        lines = (tmp_path / f"s{i}.jsonl").read_text().splitlines()
+        assert [json.loads(line)["seq"] for line in lines] == list(range(20 + 15 * i))
+        s = summary["streams"][i]
+        assert (s["frames"], s["ticks"], s["resets"], s["skipped"]) == (20 + 15 * i, 20 + 15 * i, 1, 0)
+        assert s["latency_ms_p99"] >= s["latency_ms_p50"] > 0 and s["source"] == str(video)
+
+
+def test_multipredictor_at_a_fixed_rate_repeats_a_silent_stream_and_keeps_its_state(tmp_path):
+    """With tick_hz, a stream with no new frame says its last decision again (stale) while the others go on; its
+    recurrent state is not advanced by the frames the others brought."""
+    model = model_for_video(5)
+    cfg = load_config(overrides=["predict.backend=torch", "predict.tick_hz=50", "replay=realtime"])
+    specs = ["synthetic:bounce?fps=50&frames=60&width=84&height=84", "synthetic:bounce?fps=10&frames=12&width=84&height=84"]
+    with MultiPredictor(model, specs, config=cfg) as mp:
+        rounds = list(mp)
+        summary = mp.summary()
+    slow = [r[1] for r in rounds if r[1] is not None]
+    assert summary["streams"][1]["stale"] > 0 and any(t.stale for t in slow)
+    fresh = [t for t in slow if not t.stale]
+    with Predictor(model, specs[1], config=load_config(overrides=["predict.backend=torch"])) as p:
+        alone = {t.seq: t.probs for t in p}
+    for t in fresh:  # the same decision on each frame as alone: the others' ticks did not move its memory
+        np.testing.assert_allclose(t.probs, alone[t.seq], atol=1e-5)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from ..config import CONFIG_DIR, Config
+from ..config import Config
 from ..errors import UserError
 from ..games.desktop import play_desktop
 from ..games.play import play, play_expert
+from ..paths import shipped
 from ..runtime.backends import load_decider
 
 
@@ -47,9 +47,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         result = play_expert(cfg, spec, episodes, seed, mode)
         print(json.dumps(result) if args.json else f"{result['game']} expert: scores {result['scores']}, mean {_mean(result)}")
         return 0
-    weights = Path(args.weights or pc.weights)
-    if not weights.exists() and not weights.is_absolute() and (CONFIG_DIR.parent / weights).exists():
-        weights = CONFIG_DIR.parent / weights  # the shipped weights, wherever run.py is started from
+    weights = shipped(args.weights or pc.weights)  # the shipped weights, wherever it is started from
     if weights.suffix.lower() == ".onnx" and args.via == "desktop":
         raise UserError("play --via desktop takes .safetensors weights")
     model = load_decider(weights, cfg.predict)  # an exported graph runs in onnxruntime

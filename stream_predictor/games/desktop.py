@@ -41,8 +41,6 @@ from .play import mean_and_sem
 from .registry import get_game
 from .window import GAME_KEYS
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @contextlib.contextmanager
 def x_display(private: bool = False, size: str = "640x480x24") -> Iterator[str]:
@@ -141,7 +139,7 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
     out.mkdir(parents=True, exist_ok=True)
     title = f"stream-predictor {name} {seed} {os.getpid()}"
     with x_display(private) as display:
-        host = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "host", "--game", name, "--seed", str(seed),
+        host = subprocess.Popen([sys.executable, "-m", "stream_predictor", "host", "--game", name, "--seed", str(seed),
                                  "--title", title, "--episodes", str(episodes),
                                  "--episode-steps", str(episode_steps), "--log", str(out / "host.jsonl")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

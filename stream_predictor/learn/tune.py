@@ -361,6 +361,29 @@ def replicas_identical(t: Tuner) -> bool:
     return all(torch.equal(copies[0], c) for c in copies[1:])
 
 
+def one_update(t: Tuner, games: Games, engine: TickEngine, recent: deque, board) -> dict:
+    """One rollout in the games and one PPO update from it; the update's record (also kept in `t.history`)."""
+    a = time.monotonic()
+    ro = collect(games, engine, t.ac, t.tc.rollout, t.tc.encoder == "train", t.gen, t.memory)
+    b = time.monotonic()
+    t.ac.train()
+    record = update(t, ro)
+    t.ac.model.eval()
+    engine.refresh()  # the fast kernels take the new weights
+    c = time.monotonic()
+    t.updates += 1
+    t.frames += t.frames_per_update
+    for game, r in games.finished_returns():
+        t.episodes.append((t.frames, r, game))
+        recent.append(r)
+        log_scalars(board, {"episode_return": r}, t.frames, "tune/")
+    record.update(frames=t.frames, update=t.updates, return_20=float(np.mean(recent)) if recent else None,
+                  rollout_s=round(b - a, 3), update_s=round(c - b, 3))
+    t.history.append(record)
+    log_scalars(board, record, t.frames, "tune/")
+    return record
+
+
 def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Fine-tune `tune.init` in the games `specs` (taken in turn) for `tune.frames` frames.
 
@@ -378,26 +401,10 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
     board = open_board(tc.tensorboard, t.out) if main else None
     try:
         while t.updates < t.total_updates:
-            a = time.monotonic()
-            ro = collect(games, engine, t.ac, tc.rollout, tc.encoder == "train", t.gen, t.memory)
-            b = time.monotonic()
-            t.ac.train()
-            record = update(t, ro)
-            t.ac.model.eval()
-            engine.refresh()  # the fast kernels take the new weights
+            record = one_update(t, games, engine, recent, board)
             c = time.monotonic()
-            rollout_s, update_s = rollout_s + b - a, update_s + c - b
-            t.updates += 1
-            t.frames += t.frames_per_update
+            rollout_s, update_s = rollout_s + record["rollout_s"], update_s + record["update_s"]
             frames_here += t.frames_per_update
-            for game, r in games.finished_returns():
-                t.episodes.append((t.frames, r, game))
-                recent.append(r)
-                log_scalars(board, {"episode_return": r}, t.frames, "tune/")
-            record.update(frames=t.frames, update=t.updates, return_20=float(np.mean(recent)) if recent else None,
-                          rollout_s=round(b - a, 3), update_s=round(c - b, 3))
-            t.history.append(record)
-            log_scalars(board, record, t.frames, "tune/")
             bar.update(t.frames_per_update)
             bar.set_postfix_str(f"{frames_here / (c - t0):.0f} frame/s, return(20) "
                                 f"{'-' if not recent else f'{np.mean(recent):+.1f}'}, KL {record['kl_start']:.3f}"
@@ -413,8 +420,8 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
         if board is not None:
             board.close()
     seconds = time.monotonic() - t0
-    summary = {}
     identical = replicas_identical(t)
+    summary = {}
     if main:
         save_policy(t, t.out)
         summary = {"out": str(t.out), "frames": t.frames, "emulator_frames": t.frames * cfg.source.frameskip,
@@ -425,7 +432,7 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
                    "games": specs, "world_size": t.world, "replicas_identical": identical, "envs": tc.envs,
                    "memory": t.memory, "encoder": tc.encoder, "engine": engine.path}
         beside(t.out, ".tune.json").write_text(json.dumps({**summary, "history": t.history,
-                                                                          "episodes": t.episodes, "config": asdict(tc)}))
+                                                          "episodes": t.episodes, "config": asdict(tc)}))
     if t.world > 1:
         dist.barrier()
         dist.destroy_process_group()

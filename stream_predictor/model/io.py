@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from ..config import ModelConfig, config_from_dict, to_dict
 from ..errors import ConfigError, UserError
 from ..files import atomic_path
+from ..paths import shipped
 from .stream_model import StreamModel
 
 FORMAT = "stream_predictor/1"
@@ -56,7 +57,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> StreamModel:
-    """Rebuild the model from the file's own config and load its weights (strict), in eval mode."""
+    """Rebuild the model from the file's own config and load its weights (strict), in eval mode. A relative
+    `weights/…` path that is not here is looked up in the shipped weights (paths.py)."""
+    path = shipped(path)
     meta = read_metadata(path)
     try:
         cfg = config_from_dict(ModelConfig, json.loads(meta["model_config"]), "model.")

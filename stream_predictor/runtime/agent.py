@@ -55,6 +55,13 @@ class Agent:
         """The decisions on n consecutive frames (n, H, W, 3) with their resets (n,): the same as n `decide` calls."""
         return [self.decide(image, bool(f)) for image, f in zip(images, first)]
 
+    def decide_batch(self, images: np.ndarray, first: list[bool], active: list[bool]) -> list[Decision | None]:
+        """The decisions on the newest frames of K streams (K, H, W, 3) in one call; a stream that is not `active` has
+        no new frame: its memory is left as it was and its decision is None. One stream here; a ModelAgent takes K."""
+        if len(images) != 1:
+            raise ValueError(f"{type(self).__name__} decides one stream, not {len(images)}")
+        return [self.decide(images[0], bool(first[0])) if active[0] else None]
+
     def reset(self) -> None:
         """Forget everything seen so far, as at the start of a stream."""
 
@@ -91,7 +98,8 @@ def resolve_mode(model: StreamModel, cfg: PredictConfig) -> tuple[str, int]:
 
 
 class ModelAgent(Agent):
-    """A network deciding for one stream through `engine`, then EMA and hysteresis smoothing (reset with the episode).
+    """A network deciding for K streams (1 by default) through `engine`, then EMA and hysteresis smoothing per stream
+    (reset with its episode).
 
     `every_frame_first`: a model of single frames (trained on windows of one) decides from each frame alone, its state
     reset at every frame. `model` is the torch model when there is one (None for a graph file alone).
@@ -99,12 +107,13 @@ class ModelAgent(Agent):
 
     def __init__(self, engine: Engine, classes: list[str], kind: str = "stateful", window: int = 16,
                  smooth_ema: float = 0.0, margin: float = 0.0, model: StreamModel | None = None,
-                 every_frame_first: bool = False) -> None:
+                 every_frame_first: bool = False, streams: int = 1) -> None:
         self.engine, self.classes, self.kind, self.window, self.model = engine, list(classes), kind, window, model
         self.ema_alpha, self.margin, self.every_frame_first = smooth_ema, margin, every_frame_first
         self.chunked = engine.chunked
-        self._smoothed: np.ndarray | None = None
-        self._class: int | None = None
+        self.streams = streams
+        self._smoothed: list[np.ndarray | None] = [None] * streams
+        self._class: list[int | None] = [None] * streams
 
     @classmethod
     def torch(cls, model: StreamModel, mode: str = "stateful", window: int = 16, cfg: PredictConfig | None = None,
@@ -115,30 +124,42 @@ class ModelAgent(Agent):
         cfg = cfg or PredictConfig()
         on_cuda = model.head.weight.device.type == "cuda"
         engine = TickEngine(model, streams, cfg.dtype, cfg.graph if on_cuda else False, cfg.fast_cpu, mode, window)
-        return cls(engine, model.classes, mode, window, cfg.ema, cfg.hysteresis, model)
+        return cls(engine, model.classes, mode, window, cfg.ema, cfg.hysteresis, model, streams=streams)
 
     def decide(self, image: np.ndarray, first: bool) -> Decision:
-        probs = self.engine(image[None], [first or self.every_frame_first])[0][0]
-        return self._smooth(probs, first)
+        return self.decide_batch(image[None], [first], [True])[0]
+
+    def decide_batch(self, images: np.ndarray, first: list[bool], active: list[bool]) -> list[Decision | None]:
+        resets = [f or self.every_frame_first for f in first]
+        if all(active):
+            probs = self.engine(images, resets)[0]
+        else:  # streams without a new frame keep their state: it is put back after the call
+            kept = self.engine.get_state()
+            probs = self.engine(images, resets)[0]
+            new, idle = self.engine.get_state(), ~np.asarray(active)
+            for k, n in zip(kept, new):
+                n[:, idle] = k[:, idle]
+            self.engine.set_state(new)
+        return [self._smooth(i, probs[i], first[i]) if active[i] else None for i in range(len(images))]
 
     def decide_chunk(self, images: np.ndarray, first: np.ndarray) -> list[Decision]:
         if not self.chunked:
             return super().decide_chunk(images, first)
         resets = np.asarray(first, bool) | self.every_frame_first
         probs = self.engine.chunk(images, resets)[0]
-        return [self._smooth(p, bool(f)) for p, f in zip(probs, first)]
+        return [self._smooth(0, p, bool(f)) for p, f in zip(probs, first)]
 
-    def _smooth(self, probs: np.ndarray, first: bool) -> Decision:
+    def _smooth(self, i: int, probs: np.ndarray, first: bool) -> Decision:
         if first:
-            self._smoothed = self._class = None
-        probs = ema(self._smoothed, probs, self.ema_alpha)
-        self._smoothed = probs
-        self._class = hysteresis(self._class, probs, self.margin)
-        return Decision(self._class, probs)
+            self._smoothed[i] = self._class[i] = None
+        probs = ema(self._smoothed[i], probs, self.ema_alpha)
+        self._smoothed[i] = probs
+        self._class[i] = hysteresis(self._class[i], probs, self.margin)
+        return Decision(self._class[i], probs)
 
     def reset(self) -> None:
         self.engine.reset()
-        self._smoothed = self._class = None
+        self._smoothed, self._class = [None] * self.streams, [None] * self.streams
 
     def describe(self) -> dict:
         out = {"agent": "model", "mode": self.kind, "window": self.window if self.kind == "windowed" else None,

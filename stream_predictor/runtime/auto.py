@@ -90,6 +90,13 @@ class AutoEngine:
         for engine in self._engines.values():
             engine.reset()
 
+    def get_state(self) -> list[np.ndarray]:
+        """The streams' recurrent state, from the engine that holds it now."""
+        return self._engines[self._current].get_state()
+
+    def set_state(self, state: list[np.ndarray]) -> None:
+        self._engines[self._current].set_state(state)
+
     def prepare(self, height: int, width: int) -> None:
         self.torch.prepare(height, width)
 

@@ -87,9 +87,11 @@ def model_engine(model: StreamModel, cfg: PredictConfig, streams: int = 1, mode:
     return TickEngine(model, streams, cfg.dtype, cfg.graph if on_cuda else False, cfg.fast_cpu, mode, window)
 
 
-def model_agent(model: StreamModel, cfg: PredictConfig, mode: str | None = None, window: int | None = None) -> ModelAgent:
-    """A model's agent for one stream: its engine as `cfg.backend` says, its smoothing as `cfg` says."""
+def model_agent(model: StreamModel, cfg: PredictConfig, mode: str | None = None, window: int | None = None,
+                streams: int = 1) -> ModelAgent:
+    """A model's agent for K streams (one engine call decides all): its engine as `cfg.backend` says, its smoothing
+    as `cfg` says."""
     if mode is None or window is None:
         mode, window = resolve_mode(model, cfg)
-    return ModelAgent(model_engine(model.eval(), cfg, 1, mode, window), model.classes, mode, window, cfg.ema,
-                      cfg.hysteresis, model)
+    return ModelAgent(model_engine(model.eval(), cfg, streams, mode, window), model.classes, mode, window, cfg.ema,
+                      cfg.hysteresis, model, streams=streams)

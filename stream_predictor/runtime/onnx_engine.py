@@ -138,6 +138,13 @@ class ExportedEngine:
         if self.graph is not None:
             self.graph.reset()
 
+    def get_state(self) -> list[np.ndarray]:
+        return self.graph.get_state() if self.graph is not None else []
+
+    def set_state(self, state: list[np.ndarray]) -> None:
+        if self.graph is not None:
+            self.graph.set_state(state)
+
     def __call__(self, frames: np.ndarray, first=None) -> tuple[np.ndarray, np.ndarray]:
         size = np.asarray(frames).shape[-3:-1]
         if self.graph is None or self.graph.size != size:

@@ -1,11 +1,15 @@
-"""Predictor: the inference thread. The ring's only reader; it owns the agent that decides.
+"""Predictor: the inference thread, the one decision loop, for one stream (`Predictor`) or K (`MultiPredictor`).
 
-Each frame handed over by the ring is used once: the agent decides (for a model: preprocess → encode,
-the CNN once → temporal step, stateful or windowed, in the TickEngine → smoothing) → Tick → sinks.
+Each stream has its own capture thread and ring (`Stream`); the Predictor is the rings' only reader and owns the
+agent that decides. Each frame handed over is used once: the agent decides (for a model: preprocess → encode, the CNN
+once → temporal step, stateful or windowed → smoothing, per stream) → Tick → that stream's sinks. K streams are
+decided in one call per tick (one engine call, on CUDA one graph replay), each keeping its own state, smoothing,
+figures and sinks, exactly as if it ran alone.
 
-With `tick_hz`, ticks come at a fixed rate: each takes the newest unseen frame, and a tick that
-finds none repeats the last decision with `stale: true`. A new episode, or a live source silent for
-longer than `max_gap_s`, starts the agent's memory afresh.
+With `tick_hz`, ticks come at a fixed rate: each takes the newest unseen frame, and a tick that finds none repeats
+the stream's last decision with `stale: true`. A new episode, or a live source silent for longer than `max_gap_s`,
+starts that stream's memory afresh. Recorded video in lockstep (one stream) is decided in chunks where that cannot
+change a decision.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,83 +26,73 @@ from ..config import Config
 from ..sources import Source, open_source
 from .agent import Agent, Decision, resolve_mode
 from .backends import model_agent
-from .capture import CaptureThread
 from .ring import RingFrame
-from .tick import CallbackSink, Sink, Tick, Timings
+from .stream import PredictorStats, Stream
+from .tick import CallbackSink, Sink, Tick
 
 if TYPE_CHECKING:  # torch is imported only for a torch model: an exported graph's agent runs without it
     from ..model.stream_model import StreamModel
 
-__all__ = ["Predictor", "PredictorStats", "Tick"]
+__all__ = ["MultiPredictor", "Predictor", "PredictorStats", "Tick"]
 
-
-@dataclass
-class PredictorStats:
-    ticks: int = 0
-    frames: int = 0  # frames processed (encoded once each)
-    stale: int = 0
-    skipped: int = 0
-    resets: int = 0
-    latency_ms: Timings = field(default_factory=Timings)
-    model_ms: Timings = field(default_factory=Timings)  # preprocess → encode → step → probabilities
+SinkLike = Sink | Callable[[Tick], None]
 
 
 class Predictor:
     """`with Predictor(model, source) as p: for tick in p: …` — or `p.run()`, or `p.start()` for a background thread.
 
-    `model` is a StreamModel (decided through a `ModelAgent` in `mode`, with `window`, `ema` and
-    `hysteresis`) or any `Agent`. `keep_frames` puts each frame into its Tick; it is on by itself when
-    a sink `needs_frames`.
+    Every setting comes from `config` (`Config()` by default); a keyword given here overrides it for this run: `mode`,
+    `window`, `ema`, `hysteresis`, `tick_hz`, `threads`, `max_gap_s` (predict.*), `replay`, `ring_size`. `model` is a
+    StreamModel (decided through its agent, `backends.model_agent`) or any `Agent`. `keep_frames` puts each frame into
+    its Tick; it is on by itself when a sink `needs_frames`.
     """
 
-    def __init__(self, model: StreamModel | Agent, source: str | Source, mode: str = "stateful", replay: str = "lockstep",
-                 window: int = 16, tick_hz: float = 0.0, ema: float = 0.0, hysteresis: float = 0.0,
-                 sinks: Sequence[Sink | Callable[[Tick], None]] = (), ring_size: int = 32, threads: int = 1, max_frames: int = 0,
-                 max_gap_s: float = 1.0, config: Config | None = None, keep_frames: bool = False) -> None:
-        self.cfg = config or Config()
-        p = self.cfg.predict
-        if isinstance(model, Agent):
-            self.agent = model
-        else:
-            self.agent = model_agent(model.eval(), replace(p, ema=ema, hysteresis=hysteresis), mode, window)
-        self.mode = self.agent.kind
-        self.tick_hz = tick_hz
-        self.sinks = [s if isinstance(s, Sink) else CallbackSink(s) for s in sinks]  # a plain function is a sink too
-        self.threads, self.max_gap_s = threads, max_gap_s
-        self.keep_frames = keep_frames or any(s.needs_frames for s in self.sinks)
-        self.source = open_source(source, self.cfg.source) if isinstance(source, str) else source
-        self.chunk, self.replay_path = self._chunking(replay, p.chunk)
-        ring_size = max(ring_size, self.chunk + 1)  # the capture thread decodes the next chunk while this one is encoded
-        self.capture = CaptureThread.configured(self.source, self.cfg.source, ring_size, replay, max_frames)
-        self.stats = PredictorStats()
-        view = self.agent.model.preproc.view if self.agent.model is not None else None
-        for sink in self.sinks:
-            sink.attach(view, lambda: {"reconnects": self.capture.stats.reconnects, **self.source.status(), **self.agent.status()})
-        self.error: BaseException | None = None
-        self._sinks_closed = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._t0 = 0.0
-        self._t_end = 0.0
+    def __init__(self, model: StreamModel | Agent, source: str | Source, *, config: Config | None = None,
+                 sinks: Sequence[SinkLike] = (), max_frames: int = 0, keep_frames: bool = False,
+                 **settings: object) -> None:
+        self._setup(model, [source], [sinks], config, max_frames, keep_frames, settings)
+        self.capture, self.source, self.sinks, self.stats = (self.streams[0].capture, self.streams[0].source,
+                                                             self.streams[0].sinks, self.streams[0].stats)
 
     @classmethod
     def from_config(cls, model: StreamModel | Agent, cfg: Config, source: str | Source | None = None,
                     sinks: Sequence[Sink] = (), max_frames: int = 0, keep_frames: bool = False,
                     replay: str | None = None) -> Predictor:
-        """Every setting from `cfg` (`replay` overrides `cfg.replay`); the mode and window as `resolve_mode` says."""
-        p = cfg.predict
-        mode, window = ("stateful", 16) if isinstance(model, Agent) else resolve_mode(model, p)
-        return cls(model, source if source is not None else cfg.source.spec, mode, replay or cfg.replay, window, p.tick_hz,
-                   p.ema, p.hysteresis, sinks, cfg.source.ring_size, p.threads, max_frames, p.max_gap_s, cfg, keep_frames)
+        """Every setting from `cfg` (`replay` overrides `cfg.replay`); the source `cfg.source.spec` unless given."""
+        return cls(model, source if source is not None else cfg.source.spec, config=cfg, sinks=sinks,
+                   max_frames=max_frames, keep_frames=keep_frames, **({"replay": replay} if replay else {}))
 
-    def _chunking(self, replay: str, chunk: int) -> tuple[int, str]:
+    def _setup(self, model: StreamModel | Agent, sources: Sequence[str | Source], sinks: Sequence[Sequence[SinkLike]],
+               config: Config | None, max_frames: int, keep_frames: bool, settings: dict) -> None:
+        self.cfg = settings_config(config or Config(), settings)
+        p = self.cfg.predict
+        if isinstance(model, Agent):
+            self.agent = model
+        else:
+            mode, window = resolve_mode(model, p)
+            self.agent = model_agent(model.eval(), p, mode, window, streams=len(sources))
+        self.mode, self.tick_hz, self.threads = self.agent.kind, p.tick_hz, p.threads
+        opened = [open_source(s, self.cfg.source) if isinstance(s, str) else s for s in sources]
+        sinks = [[s if isinstance(s, Sink) else CallbackSink(s) for s in ss] for ss in sinks]  # a function is a sink too
+        self.chunk, self.replay_path = self._chunking(opened, sinks, self.cfg.replay, p.chunk)
+        ring_size = max(self.cfg.source.ring_size, self.chunk + 1)  # the next chunk is decoded while one is encoded
+        view = self.agent.model.preproc.view if self.agent.model is not None else None
+        self.streams = [Stream(src, self.cfg, snk, ring_size, max_frames, keep_frames, view, self.agent.status)
+                        for src, snk in zip(opened, sinks)]
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = self._t_end = 0.0
+
+    def _chunking(self, sources: list[Source], sinks: list[list[Sink]], replay: str, chunk: int) -> tuple[int, str]:
         """Frames decided per call (1: one per tick) and why: recorded video in lockstep goes in chunks wherever that
         cannot change a decision."""
         reasons = [why for bad, why in (
-            (chunk <= 1, "predict.chunk is off"), (self.source.live, "a live source"),
+            (chunk <= 1, "predict.chunk is off"), (len(sources) > 1, "several streams"),
+            (any(s.live for s in sources), "a live source"),
             (replay != "lockstep", f"replay={replay}"), (self.tick_hz > 0, "fixed-rate ticks"),
-            (self.source.reactive, "the source waits for each decision"),
-            (any(s.acts for s in self.sinks), "a sink acts on the world"),
+            (any(s.reactive for s in sources), "the source waits for each decision"),
+            (any(s.acts for ss in sinks for s in ss), "a sink acts on the world"),
             (not self.agent.chunked, "the agent decides one frame at a time")) if bad]
         if reasons:
             return 1, f"one frame per tick ({'; '.join(reasons)})"
@@ -106,27 +100,24 @@ class Predictor:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> Predictor:
-        if self.threads > 0 and self.agent.model is not None:  # torch decides
-            import torch
-
-            torch.set_num_threads(self.threads)
         self._t0 = time.monotonic()
-        self.capture.start()
+        for stream in self.streams:
+            stream.capture.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop both threads (joined with a timeout), release the source, close the sinks. Idempotent."""
+        """Stop the inference and capture threads (joined with a timeout), release the sources, close the sinks.
+        Idempotent."""
         self._stop.set()
-        self.capture.close(timeout)
+        for stream in self.streams:
+            stream.capture.close(timeout)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-        if not self._sinks_closed:
-            self._sinks_closed = True
-            for sink in self.sinks:
-                sink.close()
+        for stream in self.streams:
+            stream.close_sinks()
         self._t_end = self._t_end or time.monotonic()
 
     def stop(self) -> None:
@@ -142,11 +133,12 @@ class Predictor:
 
     def _run_thread(self) -> None:
         try:
-            for _ in self._ticks():
+            for _ in self._loop():
                 pass
         except BaseException as e:
             self.error = e
-            self.capture.close()
+            for stream in self.streams:
+                stream.capture.close()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the inference thread; True when it has finished. Raises the error it stopped on."""
@@ -163,131 +155,193 @@ class Predictor:
         return self.summary()
 
     def __iter__(self) -> Iterator[Tick]:
-        return self._ticks()
+        for ticks in self._loop():
+            yield ticks[0]
 
     # --- the loop --------------------------------------------------------------------------------
-    def _next_frame(self, last_seq: int, deadline: float | None) -> RingFrame | None:
-        """The next frame to use, waiting until `deadline` (fixed-rate ticks) or until one arrives."""
-        ring = self.capture.ring
-        while not self._stop.is_set():
-            timeout = 0.25 if deadline is None else max(0.0, deadline - time.monotonic())
-            frame = ring.wait_newer(last_seq, timeout)
-            if frame is not None or deadline is not None or ring.closed:
-                return frame
-        return None
+    def _loop(self) -> Iterator[list[Tick | None]]:
+        """Each round: every stream's tick (None for a stream with nothing to say), decided in one agent call."""
+        from .threads import torch_threads
 
-    def _ticks(self) -> Iterator[Tick]:
-        if self.chunk > 1:
-            yield from self._chunked_ticks()
-            return
-        self.agent.reset()
-        last: RingFrame | None = None
-        last_tick: Tick | None = None
+        with torch_threads(self.threads if self.agent.model is not None else 0), self.agent.inference():
+            self.agent.reset()
+            if self.chunk > 1:
+                yield from ([t] for t in self._chunked_ticks())
+            else:
+                yield from self._ticks()
+        self._t_end = time.monotonic()
+
+    def _ticks(self) -> Iterator[list[Tick | None]]:
         period = 1.0 / self.tick_hz if self.tick_hz > 0 else 0.0
         next_tick = time.monotonic() + period
-        with self.agent.inference():
-            while not self._stop.is_set():
-                if period:  # fixed-rate ticks: wait for the next slot, never bunching up to catch up
-                    self._stop.wait(max(0.0, next_tick - time.monotonic()))
-                    next_tick = max(next_tick + period, time.monotonic())
-                frame = self._next_frame(-1 if last is None else last.seq, time.monotonic() if period else None)
-                if frame is not None:
-                    last_tick = self._decide(frame, last)
-                    last = frame
-                    yield self._emit(last_tick)
-                elif self.capture.ring.closed and self.capture.ring.newest_seq <= (-1 if last is None else last.seq):
-                    if self.capture.ring.error is not None:
-                        raise self.capture.ring.error
-                    break
-                elif period and last_tick is not None:
-                    self.stats.stale += 1
-                    yield self._emit(Tick(**{**last_tick.__dict__, "t_decision": time.monotonic(), "skipped": 0,
-                                             "stale": True, "image": None}))
-        self._t_end = time.monotonic()
+        batch: np.ndarray | None = None
+        while not self._stop.is_set():
+            if period:  # fixed-rate ticks: wait for the next slot, never bunching up to catch up
+                self._stop.wait(max(0.0, next_tick - time.monotonic()))
+                next_tick = max(next_tick + period, time.monotonic())
+            deadline = time.monotonic() if period else None
+            frames = [None if s.ended else s.next_frame(self._stop, deadline) for s in self.streams]
+            for stream, frame in zip(self.streams, frames):
+                if frame is None and not stream.ended and stream.exhausted():
+                    stream.ended = True
+            if all(s.ended for s in self.streams) or self._stop.is_set():
+                break
+            decisions, firsts, model_ms = [None] * len(frames), [False] * len(frames), 0.0
+            if any(f is not None for f in frames):
+                batch = self._batch(batch, frames)
+                firsts = [s.first(f) if f is not None else False for s, f in zip(self.streams, frames)]
+                t0 = time.perf_counter()
+                # an ended stream's slot is decided on again and not reported (its state no longer matters); a live
+                # one without a new frame is left out, its state kept
+                decisions = self.agent.decide_batch(batch, firsts, [f is not None or s.ended
+                                                                    for s, f in zip(self.streams, frames)])
+                model_ms = (time.perf_counter() - t0) * 1000
+                for stream, frame in zip(self.streams, frames):
+                    if frame is not None:
+                        stream.capture.ring.release()  # the pixels are in the batch: the writer may reuse the slot
+            now = time.monotonic()
+            ticks = [self._tick_of(i, frames[i], decisions[i], firsts[i], model_ms, batch, now)
+                     for i in range(len(self.streams))]
+            if any(t is not None for t in ticks):
+                yield ticks
+
+    def _batch(self, batch: np.ndarray | None, frames: list[RingFrame | None]) -> np.ndarray:
+        """The K streams' newest frames in one (K, H, W, 3) array; a stream without a new frame keeps its last one."""
+        shape = next(f.image.shape for f in frames if f is not None)
+        if batch is None or batch.shape[1:] != shape:
+            if batch is not None and len(self.streams) > 1:
+                raise_sizes(self.streams, frames, batch.shape[1:])
+            batch = np.zeros((len(self.streams), *shape), np.uint8)
+        for i, f in enumerate(frames):
+            if f is not None:
+                if f.image.shape != shape:
+                    raise_sizes(self.streams, frames, shape)
+                batch[i] = f.image
+        return batch
+
+    def _tick_of(self, i: int, frame: RingFrame | None, decision: Decision | None, first: bool, model_ms: float,
+                 batch: np.ndarray, now: float) -> Tick | None:
+        stream = self.streams[i]
+        if frame is not None:
+            stream.stats.model_ms.add(model_ms)
+            image = batch[i].copy() if stream.keep_frames else None
+            tick = stream.tick(frame, decision, self.agent.classes, now, first, image)
+        elif self.tick_hz > 0 and not stream.ended and stream.last_tick is not None:
+            tick = stream.stale_tick()
+        else:
+            return None
+        if stream.emit(tick):
+            self._stop.set()
+        return tick
 
     def _chunked_ticks(self) -> Iterator[Tick]:
         """Lockstep replay in chunks: each frame handed over is copied out of the ring (which the capture thread goes on
         filling), every `chunk` frames are decided in one call, and their ticks come out one per frame, in order."""
-        self.agent.reset()
-        ring, last, frames, buf = self.capture.ring, -1, [], None
-        with self.agent.inference():
-            while not self._stop.is_set():
-                frame = self._next_frame(last, None)
-                if frame is not None:
-                    if buf is None or buf.shape[1:] != frame.image.shape:
-                        yield from self._decide_chunk(buf, frames)
-                        buf, frames = np.empty((self.chunk, *frame.image.shape), np.uint8), []
-                    buf[len(frames)] = frame.image
-                    ring.release()
-                    frames.append(frame)
-                    last = frame.seq
-                if frame is None or len(frames) == self.chunk:
+        stream = self.streams[0]
+        ring, last, frames, buf = stream.capture.ring, -1, [], None
+        while not self._stop.is_set():
+            frame = stream.next_frame(self._stop, None, last)
+            if frame is not None:
+                if buf is None or buf.shape[1:] != frame.image.shape:
                     yield from self._decide_chunk(buf, frames)
-                    frames = []
-                if frame is None and ring.closed:
-                    if ring.error is not None:
-                        raise ring.error
-                    break
-        self._t_end = time.monotonic()
+                    buf, frames = np.empty((self.chunk, *frame.image.shape), np.uint8), []
+                buf[len(frames)] = frame.image
+                ring.release()
+                frames.append(frame)
+                last = frame.seq
+            if frame is None or len(frames) == self.chunk:
+                yield from self._decide_chunk(buf, frames)
+                frames = []
+            if frame is None and stream.exhausted(last):
+                break
 
     def _decide_chunk(self, buf: np.ndarray | None, frames: list[RingFrame]) -> Iterator[Tick]:
         if not frames or self._stop.is_set():
             return
-        n = len(frames)
+        stream, n = self.streams[0], len(frames)
         t0 = time.perf_counter()
         decisions = self.agent.decide_chunk(buf[:n], np.array([f.first for f in frames]))
         per_frame_ms = (time.perf_counter() - t0) * 1000 / n
         now = time.monotonic()
         for i, (frame, decision) in enumerate(zip(frames, decisions)):
-            self.stats.model_ms.add(per_frame_ms)
-            yield self._emit(self._tick(frame, decision, now, frame.first, buf[i].copy() if self.keep_frames else None))
+            stream.stats.model_ms.add(per_frame_ms)
+            tick = stream.tick(frame, decision, self.agent.classes, now, frame.first,
+                               buf[i].copy() if stream.keep_frames else None)
+            if stream.emit(tick):
+                self._stop.set()
+            yield tick
             if self._stop.is_set():
                 return
-
-    def _tick(self, frame: RingFrame, decision: Decision, now: float, first: bool, image: np.ndarray | None) -> Tick:
-        s = self.stats
-        s.frames += 1
-        s.skipped += frame.skipped
-        s.resets += first
-        s.latency_ms.add((now - frame.t_capture) * 1000.0)
-        return Tick(frame.seq, frame.t_capture, now, (now - frame.t_capture) * 1000.0, decision.class_id,
-                    self.agent.classes[decision.class_id], decision.probs.tolist(), frame.skipped, False, first, image)
-
-    def _decide(self, frame: RingFrame, previous: RingFrame | None) -> Tick:
-        """The agent's decision on a frame handed over by the ring, as a Tick; the ring slot is released here."""
-        gap = previous is not None and frame.t_capture - previous.t_capture > self.max_gap_s
-        first = frame.first or (self.source.live and gap)
-        t0 = time.perf_counter()
-        decision = self.agent.decide(frame.image, first)
-        t1 = time.perf_counter()
-        image = frame.image.copy() if self.keep_frames else None
-        self.capture.ring.release()  # the pixels are no longer needed; the writer may reuse the slot
-        self.stats.model_ms.add((t1 - t0) * 1000)
-        return self._tick(frame, decision, time.monotonic(), first, image)
-
-    def _emit(self, tick: Tick) -> Tick:
-        self.stats.ticks += 1
-        for sink in self.sinks:
-            sink(tick)
-            if sink.finished:
-                self._stop.set()
-        return tick
 
     # --- report -------------------------------------------------------------------------------------
     def summary(self) -> dict:
         """The run's figures, with each sink's and the source's own."""
-        s, cap = self.stats, self.capture.stats
         elapsed = (self._t_end or time.monotonic()) - self._t0
-        lat = s.latency_ms.percentiles(50, 99)
-        out = {
-            "source": self.source.name, "mode": self.mode, "ticks": s.ticks, "frames": s.frames, "stale": s.stale,
-            "captured": cap.captured, "skipped": s.skipped, "unread": cap.captured - s.frames - s.skipped,
-            "resets": s.resets, "reconnects": cap.reconnects, "elapsed_s": round(elapsed, 3),
-            "fps": round(s.frames / elapsed, 2) if elapsed > 0 else 0.0,
-            "latency_ms_p50": lat[0], "latency_ms_p99": lat[1], "model_ms_p50": s.model_ms.percentiles(50)[0],
-            "replay": self.replay_path,
-            **self.source.summary(), **self.agent.describe(),
-        }
-        for sink in self.sinks:
-            out.update(sink.summary())
-        return out
+        return {**self.streams[0].summary(elapsed, self.mode), "replay": self.replay_path, **self.agent.describe(),
+                **self.streams[0].sink_summary()}
+
+
+class MultiPredictor(Predictor):
+    """`with MultiPredictor(model, ["cam:0", "cam:1"]) as mp: for ticks in mp: …` — `ticks[i]` is stream i's Tick, or
+    None when stream i has nothing new (it ended; or, with `tick_hz`, it has no frame yet).
+
+    The same loop as a Predictor's, for K sources: one engine call per tick decides all streams, each with its own
+    recurrent state, smoothing, gap reset, figures and sinks (`sinks[i]` are stream i's). A stream that ends keeps its
+    slot (its last frame stays in the batch, its state untouched, its result unreported) until all have ended.
+    """
+
+    def __init__(self, model: StreamModel | Agent, sources: Sequence[str | Source], *, config: Config | None = None,
+                 sinks: Sequence[Sequence[SinkLike]] | None = None, max_frames: int = 0, keep_frames: bool = False,
+                 **settings: object) -> None:
+        if not sources:
+            from ..errors import UserError
+
+            raise UserError("MultiPredictor needs at least one source")
+        if sinks is not None and len(sinks) != len(sources):
+            raise ValueError(f"sinks are given per stream: {len(sinks)} lists for {len(sources)} sources")
+        settings.setdefault("ring_size", 8)
+        self._setup(model, sources, sinks or [()] * len(sources), config, max_frames, keep_frames, settings)
+        self.sources = [s.source for s in self.streams]
+
+    @property
+    def engine(self):
+        """The engine deciding the K streams (one call per tick)."""
+        return self.agent.engine
+
+    def __iter__(self) -> Iterator[list[Tick | None]]:
+        return self._loop()
+
+    def summary(self) -> dict:
+        """Each stream's figures (as a lone Predictor's summary), and how decisions were made."""
+        elapsed = (self._t_end or time.monotonic()) - self._t0
+        return {"streams": [{**s.summary(elapsed, self.mode), **s.sink_summary()} for s in self.streams],
+                "replay": self.replay_path, **self.agent.describe()}
+
+
+SETTINGS = {"mode": "predict", "window": "predict", "tick_hz": "predict", "ema": "predict", "hysteresis": "predict",
+            "threads": "predict", "max_gap_s": "predict", "replay": None, "ring_size": "source"}
+
+
+def settings_config(cfg: Config, settings: dict) -> Config:
+    """`cfg` with the keyword settings of a Predictor put in their config sections (an unknown one is a TypeError)."""
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown Predictor setting(s) {sorted(unknown)}; known: {sorted(SETTINGS)}")
+    out = replace(cfg)
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if SETTINGS[key] is None:
+            out.replay = value
+        else:
+            section = getattr(out, SETTINGS[key])
+            setattr(out, SETTINGS[key], replace(section, **{key: value}))
+    return out
+
+
+def raise_sizes(streams: list[Stream], frames: list[RingFrame | None], shape: tuple[int, ...]) -> None:
+    from ..errors import UserError
+
+    bad = next(i for i, f in enumerate(frames) if f is not None and f.image.shape != shape)
+    raise UserError(f"stream {bad} ({streams[bad].source.name}) has frames of {frames[bad].image.shape}, the others "
+                    f"{shape}: batched streams need one frame size")
