@@ -114,8 +114,7 @@ class PredictConfig:
 @dataclass(slots=True)
 class RecordConfig:
     labeller: Literal["auto", "keyboard", "expert", "oracle"] = "auto"  # auto: expert for ale:, oracle for synthetic:, else keyboard
-    # key preset: left/straight/right (arrows or A/D), the 9 WASD combinations, or gestures (keys 1-4)
-    keys: Literal["lsr3", "wasd9", "gestures"] = "lsr3"
+    keys: Literal["", "lsr3", "wasd9", "gestures"] = ""  # deprecated alias of keys.preset for labelling ("": keys.preset)
     segment_frames: Annotated[int, R(1, 10**6)] = 300  # frames per video segment: a crash loses at most the segment being written
     codec: str = "FFV1"  # fourcc of the .avi segments: FFV1 is lossless (training sees what inference sees); MJPG is smaller
     frames: Annotated[int, R(0, 10**12)] = 0  # stop after this many recorded frames (0: until the source ends or Ctrl-C)
@@ -188,7 +187,9 @@ class TuneConfig:
 
 @dataclass(slots=True)
 class KeysConfig:
-    preset: Literal["lsr3", "wasd9", "none"] = "lsr3"  # class → keys: left/straight/right → arrows; the 9 WASD combos; none
+    # key preset (keymaps.py), for pressing (the keys sink) and for labelling from the keyboard: left/straight/right
+    # (arrows; A/D too when labelling), the 9 WASD combinations, gestures (keys 1-4; ←/→/c/h too), none (only keys.map)
+    preset: Literal["lsr3", "wasd9", "gestures", "none"] = "lsr3"
     map: list[str] = field(default_factory=list)  # class:key+key entries over the preset, e.g. [up:up, stay:, down:down]
     backend: Literal["auto", "pynput", "xdotool"] = "auto"  # auto: pynput, else xdotool on X11
     pause_key: str = "f9"  # toggles pause: of key presses in the keys sink, of recording with the keyboard labeller
@@ -199,7 +200,7 @@ class KeysConfig:
 class ExpertConfig:
     """The Pong RAM expert's parameters (RAM units); recorded in each session's meta.yaml."""
 
-    coast: Annotated[int, R(0, 200)] = 12  # how far a pressed paddle is taken to travel on after release when planning (measured: ~16)
+    coast: Annotated[int, R(0, 200)] = 12  # how far a pressed paddle is taken to travel on after release when planning (docs/pong.md)
     residual: Annotated[int, R(0, 200)] = 3  # how far a released, still moving paddle travels on
     away: Annotated[float, R(0, 1)] = 0.25  # while the ball goes away, weight of its height against the middle
     dead_zone: Annotated[int, R(0, 200)] = 8  # errors smaller than this are left alone (one press moves the paddle ~22 from rest)

@@ -147,7 +147,7 @@ def test_dagger_recording_decides_exactly_as_play(tmp_path):
     assert played["predict_mode"] == "windowed"
     dagger, live = load_session(tmp_path / "dagger"), load_session(tmp_path / "played")
     assert dagger.frames == live.frames == 100
-    assert dagger.meta["expert"] == {"game": "Pong", "coast": 12, "residual": 3, "away": 0.25, "dead_zone": 8}
+    assert dagger.meta["expert"] == {"game": "Pong", "coast": 12, "residual": 3, "away": 0.25, "dead_zone": 8, "lookahead": 0}
     frames_a, frames_b = (list(SessionFrames(s)) for s in (dagger, live))
     assert all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b))  # the same moves, so the same game
     assert len({f.tobytes() for f in frames_a}) > 50 and len(set(live.labels.tolist())) > 1  # a moving game, varied moves

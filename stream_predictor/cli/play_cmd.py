@@ -23,8 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="game: the agent drives the game in process; desktop: the game in its own window at its native "
                         "rate, the agent through window capture and key presses (a private Xvfb if there is no display)")
     p.add_argument("--private-display", action="store_true", help="with --via desktop: always start a private Xvfb")
-    p.add_argument("--fixed-phase", action="store_true",
-                   help="with --via desktop: grab the window at a fixed rate whatever the game's phase (for comparison)")
     p.add_argument("--logs", metavar="DIR", help="with --via desktop: keep the game's and the agent's logs here")
     p.add_argument("--record", metavar="DIR", help="record what the agent saw, with its decisions as labels (replay with eval)")
     p.add_argument("--expert", action="store_true", help="let the RAM expert play instead (the reference score)")
@@ -52,7 +50,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise UserError("play --via desktop takes .safetensors weights")
     model = load_decider(weights, cfg.predict)  # an exported graph runs in onnxruntime
     if args.via == "desktop":
-        result = play_desktop(model, cfg, spec, episodes, seed, args.private_display, args.logs, not args.fixed_phase)
+        result = play_desktop(model, cfg, spec, episodes, seed, args.private_display, args.logs)
     else:
         result = play(model, cfg, spec, episodes, seed, mode, cfg.predict.print_every, args.record, args.sink,
                       args.video or pc.video or None)

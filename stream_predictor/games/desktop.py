@@ -110,13 +110,13 @@ class FrameProbe(Sink):
                               tick.class_id))
 
 
-def _wait_for_window(title: str, host: subprocess.Popen, fps: float, sync: bool, timeout: float = 60.0) -> Screen:
+def _wait_for_window(title: str, host: subprocess.Popen, fps: float, timeout: float = 60.0) -> Screen:
     deadline = time.monotonic() + timeout
     while True:
         if host.poll() is not None:
             raise UserError(f"the game window exited before it was seen: {host.stderr.read()[-500:] if host.stderr else ''}")
         try:
-            return Screen(fps=fps, window=f"^{title}$", sync=sync)
+            return Screen(fps=fps, window=f"^{title}$", sync=True)
         except SourceError:
             if time.monotonic() > deadline:
                 raise
@@ -124,11 +124,9 @@ def _wait_for_window(title: str, host: subprocess.Popen, fps: float, sync: bool,
 
 
 def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed: int, private: bool = False,
-                 log_dir: str | None = None, sync: bool = True) -> dict:
+                 log_dir: str | None = None) -> dict:
     """Play `episodes` episodes of the host window's game through screen capture and keys; scores from the host's log.
-
-    `sync=False` grabs the window at a fixed rate whatever the game's phase (the old way, for comparison).
-    """
+    The window is grabbed in step with the game's frames (`window:` with `sync`)."""
     spec = parse_spec(game)
     if spec.kind != "ale" or set(spec.options) - {"max_episode_steps"}:
         raise UserError(f"play --via desktop needs a game such as ale:Pong (options: max_episode_steps), not '{game}'")
@@ -144,7 +142,7 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
                                  "--episode-steps", str(episode_steps), "--log", str(out / "host.jsonl")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            screen = _wait_for_window(title, host, ATARI_FPS / 4, sync)  # captured at the game's native rate (frameskip 4)
+            screen = _wait_for_window(title, host, ATARI_FPS / 4)  # captured at the game's native rate (frameskip 4)
             probe = FrameProbe(host)
             sinks: list[Sink] = [KeySink(agent.classes, keys), probe]
             with Predictor.from_config(agent, cfg, screen, sinks) as predictor:
@@ -162,7 +160,7 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
     scores = result["episode_returns"][:episodes]
     mean, sem = mean_and_sem(scores)
     action_of = [get_game(name).actions[c] for c in agent.classes]
-    return {"game": game, "mode": "desktop", "via": "desktop", "capture": "sync" if sync else "fixed rate",
+    return {"game": game, "mode": "desktop", "via": "desktop", "capture": "sync",
             "display": display, "seed": seed, "episodes": len(scores),
             "scores": scores, "mean_score": mean, "sem": sem, "agent": summary["agent"], "predict_mode": summary["mode"],
             "ticks": summary["ticks"], "latency_ms_p50": summary["latency_ms_p50"],

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import ExpertConfig
-from .registry import register_game
 
 PONG_CLASSES = ["up", "stay", "down"]
 PONG_ACTIONS = {"up": 2, "stay": 0, "down": 3}
@@ -32,7 +31,6 @@ def _reflect(y: float) -> float:
     return BALL_TOP + (y if y <= span else 2 * span - y)
 
 
-@register_game("Pong", PONG_CLASSES, PONG_ACTIONS)
 def pong_expert(ram: np.ndarray, memory: dict, params: ExpertConfig) -> str:
     """One decision for the right-hand (green) paddle. `memory` carries the previous step's positions and
     `last`, the action taken last step (set by whoever acted)."""

@@ -1,7 +1,7 @@
-"""Games with a scripted expert: a plain registry dict, filled where each expert is defined.
+"""Games with a scripted expert: a plain registry dict, written out here (Pong), not filled by importing a module.
 
-`@register_game(name, classes, actions)` on an expert function adds the game (a second game of the
-same name is refused); `get_game(name)` finds it or says which games exist.
+`register_game(name, classes, actions)(expert)` adds another game (a second game of the same name is refused);
+`get_game(name)` finds it or says which games exist.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import ExpertConfig
 from ..errors import UserError
+from .pong import PONG_ACTIONS, PONG_CLASSES, pong_expert
 
 # An expert: (the game's RAM, its own memory across steps, parameters) -> a class name.
 Expert = Callable[[np.ndarray, dict, ExpertConfig], str]
@@ -26,7 +27,7 @@ class Game:
     expert: Expert
 
 
-GAMES: dict[str, Game] = {}
+GAMES: dict[str, Game] = {"Pong": Game("Pong", tuple(PONG_CLASSES), dict(PONG_ACTIONS), pong_expert)}
 
 
 def register_game(name: str, classes: list[str], actions: dict[str, int]) -> Callable[[Expert], Expert]:

@@ -7,6 +7,7 @@ import threading
 from ..config import ExpertConfig
 from ..errors import UserError
 from ..games.agents import ExpertAgent
+from ..keymaps import PRESETS, label_from_keys
 from ..runtime.ring import RingFrame
 from ..sources.ale import AleGame
 from ..sources.base import Source
@@ -29,32 +30,6 @@ class Labeller:
         pass
 
 
-# Key presets: class names in order, and how pressed keys map to them.
-PRESETS = {
-    "lsr3": ["left", "straight", "right"],
-    "wasd9": ["W", "S", "A", "D", "WA", "WD", "SA", "SD", "none"],
-    "gestures": ["none", "swipe_left", "swipe_right", "circle", "hold"],  # keys 1-4 (or ←, →, c, h) held while doing it
-}
-GESTURE_KEYS = {"1": "swipe_left", "left": "swipe_left", "2": "swipe_right", "right": "swipe_right", "3": "circle",
-                "c": "circle", "4": "hold", "h": "hold"}
-
-
-def label_from_keys(pressed: set[str], preset: str) -> str:
-    """The class that a set of pressed key names means. Opposite keys cancel out."""
-    if preset == "gestures":  # one gesture at a time: two different ones held at once is no gesture
-        held = {GESTURE_KEYS[k] for k in pressed if k in GESTURE_KEYS}
-        return held.pop() if len(held) == 1 else "none"
-    if preset == "lsr3":
-        left = bool(pressed & {"left", "a"})
-        right = bool(pressed & {"right", "d"})
-        return "left" if left and not right else "right" if right and not left else "straight"
-    up, down = "w" in pressed or "up" in pressed, "s" in pressed or "down" in pressed
-    left, right = "a" in pressed or "left" in pressed, "d" in pressed or "right" in pressed
-    vertical = "W" if up and not down else "S" if down and not up else ""
-    horizontal = "A" if left and not right else "D" if right and not left else ""
-    return vertical + horizontal or "none"
-
-
 def key_name(key) -> str:
     """pynput Key or KeyCode → a lower-case name: 'a', 'left', 'f8'."""
     char = getattr(key, "char", None)
@@ -71,7 +46,7 @@ class KeyboardLabeller(Labeller):
             from pynput import keyboard
         except Exception as e:  # pynput raises ImportError subclasses and Xlib errors without a display
             raise UserError(f"keyboard labelling needs pynput and a display it can read ({type(e).__name__}: {e})") from None
-        self.preset, self.classes, self.pause_key = preset, PRESETS[preset], pause_key.lower()
+        self.preset, self.classes, self.pause_key = preset, list(PRESETS[preset]), pause_key.lower()
         self.paused = False
         self._pressed: set[str] = set()
         self._lock = threading.Lock()
@@ -136,4 +111,7 @@ def make_labeller(kind: str, source: Source, keys: str = "lsr3", pause_key: str 
         return ExpertLabeller(source, expert or ExpertConfig())
     if kind == "oracle":
         return OracleLabeller(source)
+    if keys not in PRESETS or not PRESETS[keys]:
+        raise UserError(f"keyboard labelling needs a key preset with classes (keys.preset lsr3, wasd9 or gestures), "
+                        f"not '{keys}'")
     return KeyboardLabeller(keys, pause_key)

@@ -9,6 +9,7 @@ for each decision (`sync`), so the expert reads the RAM of the frame it labels.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import shutil
 import sys
@@ -31,6 +32,8 @@ from ..sinks.video import RecordingWindow
 from ..sources import open_source, parse_spec
 from ..sources.ale import AleGame
 from .labellers import make_labeller
+
+log = logging.getLogger(__name__)
 
 LIVE_KINDS = ("camera", "screen", "window", "stream")  # sources that do not wait: record counts down first
 
@@ -63,7 +66,7 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
     source = open_source(spec, cfg.source, options)
     try:
         window = RecordingWindow(cfg.sink.mirror) if rc.preview else None
-        labeller = make_labeller(rc.labeller, source, rc.keys, cfg.keys.pause_key, cfg.expert)
+        labeller = make_labeller(rc.labeller, source, labelling_preset(cfg), cfg.keys.pause_key, cfg.expert)
         policy, actions = _player(cfg, source, labeller.classes)
     except BaseException:
         source.close()
@@ -110,6 +113,15 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
             line.done()
     return {"out": str(out), "frames": writer.frames, "seconds": round(time.monotonic() - t0, 2),
             "classes": {c: counts[c] for c in labeller.classes}, "skipped": skipped, **source.summary()}
+
+
+def labelling_preset(cfg: Config) -> str:
+    """The key preset keyboard labelling reads: `keys.preset`, or the deprecated `record.keys` where it is set."""
+    if cfg.record.keys:
+        log.warning("record.keys is deprecated: set keys.preset=%s (one key preset for labelling and pressing)",
+                    cfg.record.keys)
+        return cfg.record.keys
+    return cfg.keys.preset
 
 
 def _player(cfg: Config, source, classes: list[str]) -> tuple[Agent | None, list[int]]:

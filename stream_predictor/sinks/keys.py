@@ -21,22 +21,16 @@ from typing import Any
 
 from ..config import KeysConfig
 from ..errors import ConfigError, UserError
+from ..keymaps import PRESETS
 from ..runtime.tick import Sink, Tick, Timings
 
-# Class → keys, per preset. Key names are pynput's (`up`, `left`, `space`, `f9`) or single characters.
-PRESET_KEYS = {
-    "lsr3": {"left": ["left"], "straight": [], "right": ["right"]},
-    "wasd9": {"W": ["w"], "S": ["s"], "A": ["a"], "D": ["d"], "WA": ["w", "a"], "WD": ["w", "d"], "SA": ["s", "a"],
-              "SD": ["s", "d"], "none": []},
-    "none": {},
-}
 XDOTOOL_NAMES = {"up": "Up", "down": "Down", "left": "Left", "right": "Right", "space": "space", "enter": "Return",
                  "esc": "Escape", "shift": "shift", "ctrl": "ctrl", "alt": "alt", "tab": "Tab"}
 
 
 def key_map(classes: list[str], cfg: KeysConfig) -> dict[str, tuple[str, ...]]:
     """Class name → the keys to hold, from the preset and then `keys.map` entries `class:key+key`."""
-    mapping = {c: tuple(k) for c, k in PRESET_KEYS[cfg.preset].items()}
+    mapping = dict(PRESETS[cfg.preset])
     for entry in cfg.map:
         cls, sep, keys = entry.partition(":")
         if not sep:

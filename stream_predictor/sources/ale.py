@@ -91,8 +91,9 @@ class AleGame(Source):
         It plays them on a second emulator set to this one's state (random state included), so the game itself
         is untouched. Exact without sticky actions; with them, the first step ahead may repeat a different action.
         """
-        self._shadow_ale().restoreState(self.env.unwrapped.ale.cloneState(include_rng=True))
-        rams = [self.ram().copy()]
+        with self._cond:  # the state and the RAM of one moment
+            self._shadow_ale().restoreState(self.env.unwrapped.ale.cloneState(include_rng=True))
+            rams = [self.env.unwrapped.ale.getRAM().copy()]
         for action in self.actions_ahead(steps):
             if self._shadow.step(action)[2]:
                 break  # the episode ends first
@@ -104,7 +105,7 @@ class AleGame(Source):
         so sticky actions repeat as they will here), `policy(ram, t)` choosing step t's action; stop at the first reward.
         The reward and the step it came on (`steps` if none). The game itself is untouched."""
         ale = self._shadow_ale()
-        ale.restoreState(self.env.unwrapped.ale.cloneState(include_rng=True))
+        ale.restoreState(self._state_now())
         actions = self._shadow._action_set
         for t in range(steps):
             action = actions[policy(ale.getRAM(), t)]
@@ -132,10 +133,17 @@ class AleGame(Source):
         return self.actions_ahead(steps)[-1] if steps else self._action
 
     def ram(self) -> np.ndarray:
-        return self.env.unwrapped.ale.getRAM()
+        """The game's RAM now, a copy read under the game's lock: a step on the capture thread never tears it."""
+        with self._cond:
+            return self.env.unwrapped.ale.getRAM().copy()
+
+    def _state_now(self):
+        with self._cond:
+            return self.env.unwrapped.ale.cloneState(include_rng=True)
 
     def _reset(self) -> np.ndarray:
-        obs, _ = self.env.reset(seed=self.seed + self._episode)
+        with self._cond:  # the emulator changes only under the game's lock (the expert reads it from another thread)
+            obs, _ = self.env.reset(seed=self.seed + self._episode)
         self._episode += 1
         self.episode_return, self.episode_steps = 0.0, 0
         return obs
@@ -176,8 +184,7 @@ class AleGame(Source):
         with self._cond:
             self._step += 1
             self._action, self._in_flight = arrived(self._in_flight, self._step, self._action)
-            action = self._action
-        obs, reward, terminated, truncated, _ = self.env.step(action)
+            obs, reward, terminated, truncated, _ = self.env.step(self._action)
         self.reward += float(reward)
         self.episode_return += float(reward)
         self.episode_steps += 1
