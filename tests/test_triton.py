@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from stream_predictor import load_config  # noqa: E402
 from stream_predictor.model import load_model  # noqa: E402
 from stream_predictor.runtime.multi import MultiPredictor  # noqa: E402
 from stream_predictor.runtime.predictor import Predictor  # noqa: E402
+from stream_predictor.sources.base import Frame, Source  # noqa: E402
 from stream_predictor.tools.bench import _pong_clip  # noqa: E402
 from stream_predictor.tools.triton import write_repository  # noqa: E402
 from stream_predictor.tools.triton_server import DEFAULT_ENV, TritonServer, _server_dir, free_port  # noqa: E402
@@ -138,6 +140,43 @@ def test_the_client_survives_the_server_killed_and_restarted_mid_stream(reposito
     assert len(got) == 240 and summary["frames"] == 240 and summary["skipped"] == 0
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert summary["server_reconnects"] >= 1 and summary["server_errors"] >= 1, summary
+
+
+class LivePong(Source):
+    """A live source: real Pong frames at 30 fps, never waiting for the reader (the ring drops what is not read)."""
+
+    live = True
+
+    def __init__(self, frames: np.ndarray, seconds: float) -> None:
+        super().__init__()
+        self.name, self.fps, self.images, self.n = "live pong", 30.0, frames, int(seconds * 30)
+
+    def read(self, out=None) -> Frame | None:
+        if self._seq >= self.n:
+            return None
+        time.sleep(1 / 30)
+        return self._frame(self.images[self._seq % len(self.images)])
+
+
+def test_a_live_source_keeps_capturing_while_the_server_is_away(repository, clip):
+    """The server SIGKILLed at the 30th tick and back 1.5 s later: the capture thread went on (frames were dropped, not
+    queued), ticks resume, and the first decision after the silence starts the stream's memory afresh."""
+    model, frames = load_model(PONG), decode_all(clip)
+    with TritonServer(repository, grpc_port=free_port(), http_port=free_port()) as server:
+        def outage(tick) -> None:
+            if tick.seq == 30:
+                server.kill()
+                threading.Timer(1.5, server.start).start()
+
+        cfg = triton_config(server.grpc_url, "predict.triton_timeout_s=2", "predict.max_gap_s=0.5")
+        with torch.inference_mode(), Predictor.from_config(model, cfg, LivePong(frames, 5.0), sinks=[outage]) as p:
+            ticks = list(p)
+            summary = p.summary()
+    seqs = [t.seq for t in ticks]
+    assert seqs[-1] >= 140 and summary["skipped"] > 20, summary  # captured on through the outage, the backlog dropped
+    jump = next(i for i in range(1, len(seqs)) if seqs[i] - seqs[i - 1] > 20)
+    assert ticks[jump].first and summary["resets"] >= 2  # the gap starts the memory afresh
+    assert summary["server_reconnects"] >= 1 and summary["server_errors"] >= 1
 
 
 def test_serve_starts_a_real_server_and_stops_on_sigterm(repository):
