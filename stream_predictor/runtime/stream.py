@@ -36,6 +36,10 @@ class Stream:
         self.keep_frames = keep_frames or any(s.needs_frames for s in sinks)
         self.capture = CaptureThread.configured(source, cfg.source, ring_size, cfg.replay, max_frames)
         self.stats = PredictorStats()
+        # what latency_ms measures: in lockstep the capture thread reads ahead, so a frame waits in the ring behind the
+        # ones before it; model_ms is the decision's own time
+        self.latency_is = ("from capture to decision" if source.live or cfg.replay != "lockstep" else
+                           "from decoding to decision, with the wait in the ring behind earlier frames (lockstep reads ahead)")
         self.last: RingFrame | None = None  # the last frame decided on
         self.last_tick: Tick | None = None
         self.ended = False
@@ -115,7 +119,7 @@ class Stream:
             "resets": s.resets, "reconnects": cap.reconnects, "elapsed_s": round(elapsed, 3),
             "fps": round(s.frames / elapsed, 2) if elapsed > 0 else 0.0,
             "latency_ms_p50": lat[0], "latency_ms_p99": lat[1], "model_ms_p50": s.model_ms.percentiles(50)[0],
-            **self.source.summary(),
+            "latency_is": self.latency_is, **self.source.summary(),
         }
 
     def sink_summary(self) -> dict:
