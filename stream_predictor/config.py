@@ -196,6 +196,28 @@ class KeysConfig:
     dry_run: bool = False  # print the presses and releases instead of pressing
 
 
+@dataclass(frozen=True, slots=True)
+class Trained:
+    """How weights were trained, as their `trained` metadata says (a weights file's, or an exported graph's)."""
+
+    mode: str = "stateful"  # stateful: BPTT, one frame per step; windowed: the last seq_len frames from zero state
+    seq_len: int = 16
+
+    @classmethod
+    def of(cls, trained: dict) -> Trained:
+        return cls(str(trained.get("mode", "stateful")), int(trained.get("seq_len") or 16))
+
+    @property
+    def single_frame(self) -> bool:
+        """Trained on windows of one frame: it decides from each frame alone (its state reset at every frame)."""
+        return self.mode == "windowed" and self.seq_len == 1
+
+    @property
+    def over_windows(self) -> bool:
+        """Trained on windows of several frames: only the windowed mode decides as it was trained."""
+        return self.mode == "windowed" and self.seq_len > 1
+
+
 @dataclass(slots=True)
 class ExpertConfig:
     """The Pong RAM expert's parameters (RAM units); recorded in each session's meta.yaml."""

@@ -35,7 +35,6 @@ from .labellers import make_labeller
 
 log = logging.getLogger(__name__)
 
-LIVE_KINDS = ("camera", "screen", "window", "stream")  # sources that do not wait: record counts down first
 
 
 class StatusLine:
@@ -73,7 +72,7 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
         raise
     counts: Counter[str] = Counter()
     line = StatusLine()
-    countdown = rc.countdown if parsed.kind in LIVE_KINDS else 0.0
+    countdown = rc.countdown if source.live else 0.0  # a live source does not wait: count down first
     t0 = time.monotonic() + countdown  # recording starts when the countdown ends
     recorded = skipped = 0
     try:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..config import Config, TuneConfig
+from ..config import Config, Trained, TuneConfig
 from ..errors import UserError
 from ..games.registry import get_game
 from ..model import StreamModel, load_aux, load_model, save_model
@@ -323,9 +323,10 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     rank, world = _init_distributed(_device("cpu"))
     torch.manual_seed(tc.seed + rank)
     model = load_model(tc.init)
-    memory = model.trained.get("mode", "stateful") == "stateful"
-    if not memory and model.trained.get("seq_len") != 1:
-        raise UserError(f"{tc.init} decides over windows of {model.trained.get('seq_len')} frames; tune steps the LSTM "
+    trained = Trained.of(model.trained)
+    memory = trained.mode == "stateful"
+    if trained.over_windows:
+        raise UserError(f"{tc.init} decides over windows of {trained.seq_len} frames; tune steps the LSTM "
                         "one frame at a time, so it takes models trained statefully, or on single frames (seq_len 1)")
     ref = copy.deepcopy(model).requires_grad_(False)
     ac = ActorCritic(model)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import to_dict
+from ..config import Trained, to_dict
 from ..errors import UserError
 from ..files import atomic_path
 from ..onnx_format import FORMAT, decode_meta
@@ -58,9 +58,9 @@ def state_names(model: StreamModel) -> tuple[list[str], list[str]]:
 
 
 def check_exportable(model: StreamModel) -> None:
-    trained = model.trained
-    if trained.get("mode") == "windowed" and int(trained.get("seq_len", 16)) > 1:
-        raise UserError(f"this model was trained on windows of {trained.get('seq_len')} frames and decides over the last "
+    trained = Trained.of(model.trained)
+    if trained.over_windows:
+        raise UserError(f"this model was trained on windows of {trained.seq_len} frames and decides over the last "
                         "N frames from zero state; an exported graph steps the LSTM one frame at a time, which this "
                         "model was not trained for. Train it statefully (train.mode=stateful) to export it")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import Trained
 from ..errors import UserError
 from ..onnx_format import decode_meta
 from .agent import ModelAgent
@@ -93,8 +94,7 @@ def graph_agent(path: str | Path, cfg) -> ModelAgent:
     """An exported graph file deciding for one stream, with the smoothing and threads of the `predict` config section;
     a model trained on single frames decides from each frame alone (its state reset every tick)."""
     engine = OnnxEngine(path, 1, cfg.threads)
-    trained = engine.meta.get("trained", {})
-    single = trained.get("mode") == "windowed" and int(trained.get("seq_len", 16)) == 1
+    single = Trained.of(engine.meta.get("trained", {})).single_frame
     return ModelAgent(engine, engine.classes, "stateful", 16, cfg.ema, cfg.hysteresis, every_frame_first=single)
 
 
