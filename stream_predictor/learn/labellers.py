@@ -9,6 +9,7 @@ from ..errors import UserError
 from ..games.agents import ExpertAgent
 from ..keymaps import PRESETS, label_from_keys
 from ..runtime.ring import RingFrame
+from ..runtime.tick import Tick
 from ..sources.ale import AleGame
 from ..sources.base import Source
 
@@ -93,7 +94,7 @@ class ExpertLabeller(Labeller):
         self.expert = ExpertAgent(game, params)
         self.classes = self.expert.classes
 
-    def label(self, frame: RingFrame) -> str:
+    def label(self, frame: RingFrame | Tick) -> str:
         return self.classes[self.expert.decide(frame.image, frame.first).class_id]
 
     def describe(self) -> dict:

@@ -1,9 +1,9 @@
 """Record sessions: source → capture thread → labeller → SessionWriter. And import a labelled video.
 
-The recorder is the ring's reader, like the Predictor. On a game somebody must play: the expert that
-labels, or with `policy` weights a model, deciding through the runtime's `ModelAgent` exactly as it
-plays (mode, window, smoothing), while the expert labels what it sees (DAgger). The game then waits
-for each decision (`sync`), so the expert reads the RAM of the frame it labels.
+A game is played through the runtime's decision loop, the Predictor, like `play`: by the expert that labels, or with
+`policy` weights by a model deciding through its `ModelAgent` exactly as it plays (mode, window, smoothing) while the
+expert labels what it sees (DAgger). The game then waits for each decision (`sync`), so the expert reads the RAM of
+the frame it labels. Other sources are labelled as their frames arrive (keyboard, a synthetic source's truth).
 """
 
 from __future__ import annotations
@@ -18,23 +18,24 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
-import torch
 
 from ..config import Config
 from ..errors import UserError
-from ..games.agents import action_table
+from ..games.agents import ActionSink, action_table
 from ..model import load_model
 from ..runtime.agent import Agent
 from ..runtime.backends import model_agent
 from ..runtime.capture import CaptureThread
+from ..runtime.predictor import Predictor
+from ..runtime.tick import Sink, Tick
 from ..session import SessionWriter, check_new_session
 from ..sinks.video import RecordingWindow
 from ..sources import open_source, parse_spec
 from ..sources.ale import AleGame
-from .labellers import make_labeller
+from ..sources.base import Source
+from .labellers import ExpertLabeller, Labeller, make_labeller
 
 log = logging.getLogger(__name__)
-
 
 
 class StatusLine:
@@ -57,7 +58,11 @@ class StatusLine:
 
 
 def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict:
-    """Record until the source ends, a limit is reached or Ctrl-C; returns a summary. Nothing finished is lost."""
+    """Record until the source ends, a limit is reached or Ctrl-C; returns a summary. Nothing finished is lost.
+
+    A game is played through the runtime's decision loop (a Predictor) by the expert, or by `record.policy` while the
+    expert labels (DAgger), the action sink pressing each decision; anything else is labelled as it arrives
+    (keyboard, a synthetic source's truth), with a countdown first for a live source."""
     rc = cfg.record
     check_new_session(out)  # before anything opens or prints
     parsed = parse_spec(spec)
@@ -66,52 +71,114 @@ def record(cfg: Config, spec: str, out: str | Path, status: bool = True) -> dict
     try:
         window = RecordingWindow(cfg.sink.mirror) if rc.preview else None
         labeller = make_labeller(rc.labeller, source, labelling_preset(cfg), cfg.keys.pause_key, cfg.expert)
-        policy, actions = _player(cfg, source, labeller.classes)
+        policy = _policy(cfg, source, labeller.classes)
     except BaseException:
         source.close()
         raise
-    counts: Counter[str] = Counter()
-    line = StatusLine()
-    countdown = rc.countdown if source.live else 0.0  # a live source does not wait: count down first
-    t0 = time.monotonic() + countdown  # recording starts when the countdown ends
-    recorded = skipped = 0
+    progress = RecordProgress(labeller, status)
     try:
         with SessionWriter(out, labeller.classes, source.fps, spec, rc.segment_frames, rc.codec,
-                           extra={**labeller.describe(), "policy": rc.policy or None}) as writer, \
-                CaptureThread(source, cfg.source.ring_size, cfg.replay) as cap:
-            for frame in cap.frames():
-                if (left := t0 - time.monotonic()) > 0:  # get ready: frames are shown, not recorded
-                    if status:
-                        line.show(f"recording starts in {math.ceil(left)}", force=True)
-                    if window is not None and not window.show(frame.image, f"{math.ceil(left)}", None):
-                        break
-                    continue
-                if (rc.frames and recorded >= rc.frames) or (rc.seconds and time.monotonic() - t0 >= rc.seconds):
-                    break
-                skipped += frame.skipped
-                label = labeller.label(frame)
-                if window is not None and not window.show(frame.image, None, "PAUSED" if labeller.paused else label):
-                    break
-                if actions:  # a game: the expert's label is its move, unless a model plays
-                    move = label if policy is None else policy.classes[policy.decide(frame.image, frame.first).class_id]
-                    source.act(actions[labeller.classes.index(move)])
-                if not labeller.paused:
-                    writer.add(frame.image, label, frame.first)
-                    counts[label] += 1
-                    recorded += 1
-                if status:
-                    elapsed = time.monotonic() - t0
-                    line.show(f"{'PAUSED ' if labeller.paused else ''}recording {recorded} frames, "
-                              f"{recorded / max(elapsed, 1e-9):.1f} fps, " + " ".join(f"{c}={counts[c]}" for c in labeller.classes))
+                           extra={**labeller.describe(), "policy": rc.policy or None}) as writer:
+            if isinstance(source, AleGame) and (policy is not None or isinstance(labeller, ExpertLabeller)):
+                _record_game(cfg, source, labeller, policy, writer, window, progress)
+            else:
+                _record_frames(cfg, source, labeller, writer, window, progress)
     finally:
         labeller.close()
         if window is not None:
             window.close()
-        if status:
-            line.show(f"recorded {recorded} frames: " + " ".join(f"{c}={counts[c]}" for c in labeller.classes), force=True)
-            line.done()
-    return {"out": str(out), "frames": writer.frames, "seconds": round(time.monotonic() - t0, 2),
-            "classes": {c: counts[c] for c in labeller.classes}, "skipped": skipped, **source.summary()}
+        progress.done()
+    return {"out": str(out), "frames": writer.frames, "seconds": round(time.monotonic() - progress.t0, 2),
+            "classes": dict(progress.counts), "skipped": progress.skipped, **source.summary()}
+
+
+class RecordProgress:
+    """What has been recorded (frames, labels, frames skipped), shown on one status line."""
+
+    def __init__(self, labeller: Labeller, status: bool) -> None:
+        self.labeller, self.status, self.line = labeller, status, StatusLine()
+        self.counts: Counter[str] = Counter({c: 0 for c in labeller.classes})
+        self.recorded = self.skipped = 0
+        self.t0 = time.monotonic()
+
+    def add(self, label: str, skipped: int) -> None:
+        self.skipped += skipped
+        if not self.labeller.paused:
+            self.counts[label] += 1
+            self.recorded += 1
+        if self.status:
+            rate = self.recorded / max(time.monotonic() - self.t0, 1e-9)
+            self.line.show(f"{'PAUSED ' if self.labeller.paused else ''}recording {self.recorded} frames, {rate:.1f} fps, "
+                           + " ".join(f"{c}={n}" for c, n in self.counts.items()))
+
+    def full(self, rc) -> bool:
+        return bool((rc.frames and self.recorded >= rc.frames) or (rc.seconds and time.monotonic() - self.t0 >= rc.seconds))
+
+    def done(self) -> None:
+        if self.status:
+            self.line.show(f"recorded {self.recorded} frames: " + " ".join(f"{c}={n}" for c, n in self.counts.items()),
+                           force=True)
+            self.line.done()
+
+
+class LabelledRecording(Sink):
+    """Each decided frame into the session with its label: the player's own decision, or the labeller's where a policy
+    plays (DAgger); finished once the session is full or the preview window is closed. Before the action sink, so that
+    the expert labels the game as it is at this frame."""
+
+    needs_frames = True
+
+    def __init__(self, writer: SessionWriter, labeller: Labeller, own_labels: bool, window: RecordingWindow | None,
+                 progress: RecordProgress, rc) -> None:
+        self.writer, self.labeller, self.own, self.window, self.progress, self.rc = writer, labeller, own_labels, window, progress, rc
+
+    def __call__(self, tick: Tick) -> None:
+        if self.progress.full(self.rc):
+            self.finished = True
+            return
+        label = tick.class_name if self.own else self.labeller.label(tick)
+        if self.window is not None and not self.window.show(tick.image, None, label):
+            self.finished = True
+            return
+        self.writer.add(tick.image, label, tick.first)
+        self.progress.add(label, tick.skipped)
+
+
+def _record_game(cfg: Config, game: AleGame, labeller: Labeller, policy: Agent | None, writer: SessionWriter,
+                 window: RecordingWindow | None, progress: RecordProgress) -> None:
+    """The expert, or the policy, plays the game through the Predictor; each frame is recorded with the expert's label."""
+    player = policy if policy is not None else labeller.expert
+    sinks = [LabelledRecording(writer, labeller, policy is None, window, progress, cfg.record),
+             ActionSink(game, labeller.classes, episodes=2**62)]
+    with Predictor.from_config(player, cfg, game, sinks) as predictor:
+        predictor.run()
+
+
+def _record_frames(cfg: Config, source: Source, labeller: Labeller, writer: SessionWriter, window: RecordingWindow | None,
+                   progress: RecordProgress) -> None:
+    """Frames labelled as they arrive (the keys held, a synthetic source's truth); on a game, the keys held play it."""
+    rc = cfg.record
+    actions = action_table(source, labeller.classes) if isinstance(source, AleGame) else None
+    countdown = rc.countdown if source.live else 0.0  # a live source does not wait: count down first
+    progress.t0 = time.monotonic() + countdown  # recording starts when the countdown ends
+    with CaptureThread(source, cfg.source.ring_size, cfg.replay) as cap:
+        for frame in cap.frames():
+            if (left := progress.t0 - time.monotonic()) > 0:  # get ready: frames are shown, not recorded
+                if progress.status:
+                    progress.line.show(f"recording starts in {math.ceil(left)}", force=True)
+                if window is not None and not window.show(frame.image, f"{math.ceil(left)}", None):
+                    break
+                continue
+            if progress.full(rc):
+                break
+            label = labeller.label(frame)
+            if window is not None and not window.show(frame.image, None, "PAUSED" if labeller.paused else label):
+                break
+            if actions is not None:
+                source.act(actions[labeller.classes.index(label)])
+            if not labeller.paused:
+                writer.add(frame.image, label, frame.first)
+            progress.add(label, frame.skipped)
 
 
 def labelling_preset(cfg: Config) -> str:
@@ -123,21 +190,16 @@ def labelling_preset(cfg: Config) -> str:
     return cfg.keys.preset
 
 
-def _player(cfg: Config, source, classes: list[str]) -> tuple[Agent | None, list[int]]:
-    """Who plays a game while it is recorded: (the policy model's agent or None for the labeller itself, the
-    action of each class). Not a game: (None, [])."""
+def _policy(cfg: Config, source: Source, classes: list[str]) -> Agent | None:
+    """The agent of `record.policy` (a model that plays a game while the expert labels), or None."""
+    if not cfg.record.policy:
+        return None
     if not isinstance(source, AleGame):
-        if cfg.record.policy:
-            raise UserError(f"record.policy plays a game; {source.name} is not one")
-        return None, []
-    policy = None
-    if cfg.record.policy:
-        model = load_model(cfg.record.policy)
-        if model.classes != classes:
-            raise UserError(f"policy classes {model.classes} differ from the labeller's {classes}")
-        torch.set_num_threads(cfg.predict.threads)  # one thread: a second one fights the capture thread for the core
-        policy = model_agent(model, cfg.predict)
-    return policy, action_table(source, classes)
+        raise UserError(f"record.policy plays a game; {source.name} is not one")
+    model = load_model(cfg.record.policy)
+    if model.classes != classes:
+        raise UserError(f"policy classes {model.classes} differ from the labeller's {classes}")
+    return model_agent(model, cfg.predict)
 
 
 def import_video(video: str | Path, labels: str | Path, out: str | Path, classes: list[str], segment_frames: int = 300,
