@@ -7,11 +7,10 @@ from dataclasses import asdict
 import numpy as np
 
 from ..config import ExpertConfig
-from ..errors import UserError
 from ..runtime.agent import Agent, Decision
 from ..runtime.tick import Sink, Tick
 from ..sources.ale import AleGame
-from .registry import get_game
+from .registry import actions_for, get_game
 
 
 class ExpertAgent(Agent):
@@ -80,12 +79,8 @@ class ExpertAgent(Agent):
 
 
 def action_table(game: AleGame, classes: list[str]) -> list[int]:
-    """The game's action for each class, in class order; a class the game has no action for is an error."""
-    actions = get_game(game.name).actions
-    missing = [c for c in classes if c not in actions]
-    if missing:
-        raise UserError(f"the classes {classes} have no action in {game.name} ({missing}); known: {list(actions)}")
-    return [actions[c] for c in classes]
+    """The game's action for each class, in class order (registry.actions_for)."""
+    return actions_for(game.name, classes)
 
 
 class ActionSink(Sink):

@@ -38,7 +38,7 @@ from ..sources import parse_spec
 from ..sources.ale import ATARI_FPS, AleGame
 from ..sources.screen import Screen
 from .play import mean_and_sem
-from .registry import get_game
+from .registry import actions_for
 from .window import GAME_KEYS
 
 
@@ -75,10 +75,9 @@ def class_keys(game: str, classes: list[str]) -> list[str]:
     """`keys.map` entries that press, for each class, the host's key for that class's action (`stay:` presses none)."""
     meanings = _meanings(game)
     key_of = {meaning: key for key, meaning in GAME_KEYS.get(game, {}).items()}
-    actions = get_game(game).actions
     entries = []
-    for c in classes:
-        meaning = meanings[actions[c]]
+    for c, action in zip(classes, actions_for(game, classes)):
+        meaning = meanings[action]
         if meaning != "NOOP" and meaning not in key_of:
             raise UserError(f"the host window has no key for {game}'s action {meaning} (class '{c}')")
         entries.append(f"{c}:{key_of.get(meaning, '')}")
@@ -159,7 +158,7 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
     (out / "agent.json").write_text(json.dumps(probe.rows))
     scores = result["episode_returns"][:episodes]
     mean, sem = mean_and_sem(scores)
-    action_of = [get_game(name).actions[c] for c in agent.classes]
+    action_of = actions_for(name, agent.classes)
     return {"game": game, "mode": "desktop", "via": "desktop", "capture": "sync",
             "display": display, "seed": seed, "episodes": len(scores),
             "scores": scores, "mean_score": mean, "sem": sem, "agent": summary["agent"], "predict_mode": summary["mode"],

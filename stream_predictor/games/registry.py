@@ -51,3 +51,14 @@ def get_game(name: str) -> Game:
     if game is None:
         raise UserError(f"no expert for {name}; experts exist for: {', '.join(f'ale:{g}' for g in GAMES) or 'none'}")
     return game
+
+
+def actions_for(name: str, classes: list[str]) -> list[int]:
+    """The game's action for each class, in class order: the one class → action table (the action sink, `tune`, the
+    desktop keys). A class the game has no action for is an error."""
+    game = get_game(name)
+    missing = [c for c in classes if c not in game.actions]
+    if missing:
+        raise UserError(f"the classes {classes} include {missing}, which {game.name} has no action for; "
+                        f"known: {list(game.actions)}")
+    return [game.actions[c] for c in classes]

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ..config import Config, Trained, TuneConfig
 from ..errors import UserError
-from ..games.registry import get_game
+from ..games.registry import actions_for
 from ..model import StreamModel, load_aux, load_model, save_model
 from ..model.stream_model import State
 from ..runtime.engine import TickEngine
@@ -77,11 +77,7 @@ class Games:
                 raise UserError(f"tune needs a game source such as ale:Pong, not '{spec}'")
         if len({p.target for p in parsed}) > 1:
             raise UserError(f"tune plays one game, got {sorted({p.target for p in parsed})}")
-        game = get_game(parsed[0].target)
-        missing = [c for c in classes if c not in game.actions]
-        if missing:
-            raise UserError(f"the policy's classes {classes} include {missing}, which {game.name} has no action for")
-        self.actions = [game.actions[c] for c in classes]
+        self.actions = actions_for(parsed[0].target, classes)
         self.games: list[AleGame] = []
         try:
             for i, seed in enumerate(seeds):
