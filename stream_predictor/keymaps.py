@@ -1,4 +1,5 @@
-"""Key presets, in one table: for each preset, its classes in order and the keys that mean each.
+"""Key presets, in one table: for each preset, its classes in order and the keys that mean each; and the keys of the
+game window.
 
 The keys sink presses a class's keys (`keys.preset`, then `keys.map` entries over it); recording from the keyboard
 labels each frame with the class of the keys held (`record.labeller=keyboard` with the same preset). Labelling also
@@ -14,6 +15,10 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {  # preset → class → keys 
     "gestures": {"none": (), "swipe_left": ("1",), "swipe_right": ("2",), "circle": ("3",), "hold": ("4",)},
     "none": {},  # the keys sink presses only what keys.map says
 }
+# The game window (`host`): a held key → the ALE action meaning it plays, per game (Pong's paddle moves up on RIGHT
+# and down on LEFT); the desktop agent presses these keys for its classes' actions.
+GAME_KEYS: dict[str, dict[str, str]] = {"Pong": {"up": "RIGHT", "down": "LEFT"}}
+DEFAULT_GAME_KEYS = {"up": "UP", "down": "DOWN", "left": "LEFT", "right": "RIGHT", "space": "FIRE"}
 ALTERNATES: dict[str, dict[str, str]] = {  # preset → a key held while labelling → the key it stands for
     "lsr3": {"a": "left", "d": "right"},
     "wasd9": {"up": "w", "down": "s", "left": "a", "right": "d"},

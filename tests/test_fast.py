@@ -203,7 +203,8 @@ def test_bench_json_reports_each_part_in_the_documented_shape():
         assert set(row) >= {"encoder", "device", "dtype", "N", "step_ms", "recompute_ms", "speedup"}
         assert row["step_ms"] > 0 and row["speedup"] == pytest.approx(row["recompute_ms"] / row["step_ms"], rel=0.02)
     assert {(t["torch_threads"], t["other_cores"]) for t in out["threads"]} == {(1, "idle"), (2, "idle"), (1, "busy"), (2, "busy")}
-    assert [s["streams"] for s in out["streams"]] == [1, 8] and all(s["frames_per_s"] > 0 for s in out["streams"])
+    assert [(s["dtype"], s["streams"]) for s in out["streams"]] == [(d, k) for d in ("float32", "bfloat16") for k in (1, 8, 32)]
+    assert all(s["frames_per_s"] > 0 for s in out["streams"])
     assert out["train"][0]["frames_per_s"] > 0
 
 

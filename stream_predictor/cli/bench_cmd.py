@@ -46,7 +46,8 @@ def _threads(args, encoders, windows, targets, cfg):
 
 
 def _streams(args, encoders, windows, targets, cfg):
-    rows = bench.streams("nature_cnn", (1, 8), "cpu", "float32", args.repeats)
+    rows = bench.streams("nature_cnn", (1, 8, 32), "cpu", "float32", args.repeats)
+    rows += bench.streams("nature_cnn", (1, 8, 32), "cpu", "bfloat16", args.repeats)  # native with AVX512-BF16/AMX
     if any(dev == "cuda" for dev, _ in targets):
         for enc in ("nature_cnn", "resnet18"):
             rows += bench.streams(enc, (1, 64), "cuda", "float16", args.repeats)

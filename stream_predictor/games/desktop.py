@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import Config, KeysConfig
 from ..errors import SourceError, UserError
+from ..keymaps import GAME_KEYS
 from ..model import StreamModel
 from ..runtime.backends import model_agent
 from ..runtime.predictor import Predictor
@@ -39,7 +40,6 @@ from ..sources.ale import ATARI_FPS, AleGame
 from ..sources.screen import Screen
 from .play import mean_and_sem
 from .registry import actions_for
-from .window import GAME_KEYS
 
 
 @contextlib.contextmanager

@@ -22,11 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..keymaps import DEFAULT_GAME_KEYS, GAME_KEYS
 from ..sources.ale import AleGame
 
-# Keys → action meaning, per game (the ALE names; Pong's paddle moves up on RIGHT and down on LEFT).
-GAME_KEYS = {"Pong": {"up": "RIGHT", "down": "LEFT"}}
-DEFAULT_KEYS = {"up": "UP", "down": "DOWN", "left": "LEFT", "right": "RIGHT", "space": "FIRE"}
 PADDLE_RAM = {"Pong": 51}  # the player's paddle y (grows downwards)
 
 
@@ -50,7 +48,7 @@ class GameWindow:
             raise UserError("the game window needs tkinter (apt-get install python3-tk)") from None
         self.tk, self.game, self.steps, self.scale, self.episodes = tk, game, steps, scale, episodes
         self.title = title or f"stream-predictor {game}"
-        self.keys = GAME_KEYS.get(game, DEFAULT_KEYS)
+        self.keys = GAME_KEYS.get(game, DEFAULT_GAME_KEYS)
         self.source = AleGame(game, seed=seed, max_episode_steps=episode_steps)
         try:
             self.root = tk.Tk()
