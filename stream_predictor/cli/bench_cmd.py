@@ -12,6 +12,7 @@ import torch
 from ..config import Config
 from ..errors import UserError
 from ..model import ENCODERS
+from ..runtime.threads import torch_threads
 from ..tools import bench
 
 
@@ -76,11 +77,8 @@ def _latency(args, encoders, windows, targets, cfg):
 
 
 def _train(args, encoders, windows, targets, cfg):
-    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
-    try:
+    with torch_threads(cfg.train.threads or os.cpu_count() or 1):
         rows = [bench.train_fps(device=dev) for dev in sorted({dev for dev, _ in targets})]
-    finally:
-        torch.set_num_threads(cfg.predict.threads)
     return "training throughput, nature_cnn 84x84 + LSTM 256", rows
 
 
@@ -134,14 +132,14 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     parts = set(args.only.split(","))
     if parts - set(PARTS):
         raise UserError(f"unknown bench part(s) {', '.join(sorted(parts - set(PARTS)))}; known: {', '.join(sorted(PARTS))}")
-    torch.set_num_threads(cfg.predict.threads)
     targets = [("cpu", "float32")] + ([("cuda", "float32"), ("cuda", "float16")] if torch.cuda.is_available() else [])
     results: dict = {**bench.machine(), "torch_threads": cfg.predict.threads}
     if not args.json:
         print(", ".join(f"{k}: {v}" for k, v in results.items()) + "\n")
     for name, part in PARTS.items():
         if name in parts:
-            title, results[name] = part(args, encoders, windows, targets, cfg)
+            with torch_threads(cfg.predict.threads):
+                title, results[name] = part(args, encoders, windows, targets, cfg)
             if not args.json:
                 print(f"{title}\n{_table(results[name])}\n", flush=True)
     if args.json:

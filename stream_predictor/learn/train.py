@@ -32,6 +32,7 @@ from ..files import atomic_path, remove_leftovers
 from ..model import StreamModel, build_model, load_model, save_model
 from ..model.encoders import pretrained_config
 from ..model.preprocess import Preprocess
+from ..runtime.threads import torch_threads
 from .board import log_png, log_scalars, open_board
 from .data import Data, LaneSampler, WindowSampler, cached_features, load_data, split_sessions
 from .metrics import confusion, plot_confusion, plot_curves, scores
@@ -223,8 +224,6 @@ def mirror_table(pairs: list[str], classes: list[str]) -> torch.Tensor | None:
 def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str] | None, progress: bool) -> Run:
     """Devices and processes, data through the model's own preprocessing, the model, the sampler and the optimizer."""
     tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
     device = _device(tc.device)
     rank, world = _init_distributed(device)
     torch.manual_seed(tc.seed)
@@ -446,7 +445,14 @@ def finish(run: Run, seconds: float) -> dict:
 # --- the whole run --------------------------------------------------------------------------------------
 def train(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str] | None = None, resume: bool = False,
           progress: bool = True) -> dict:
-    """Train on `data_dirs` (held-out sessions from them, or `val_dirs`), write weights to `out`; returns metrics (rank 0)."""
+    """Train on `data_dirs` (held-out sessions from them, or `val_dirs`), write weights to `out`; returns metrics (rank 0).
+    Torch runs on `train.threads` threads meanwhile (0: its default)."""
+    with torch_threads(cfg.train.threads):
+        return _train(cfg, data_dirs, out, val_dirs, resume, progress)
+
+
+def _train(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str] | None, resume: bool,
+           progress: bool) -> dict:
     t0 = time.monotonic()
     run = setup(cfg, data_dirs, out, val_dirs, progress)
     if resume:

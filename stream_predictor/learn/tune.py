@@ -39,6 +39,7 @@ from ..games.registry import actions_for
 from ..model import StreamModel, load_aux, load_model, save_model
 from ..model.stream_model import State
 from ..runtime.engine import TickEngine
+from ..runtime.threads import torch_threads
 from ..sources import open_source, parse_spec
 from ..sources.ale import AleGame
 from .board import log_scalars, open_board
@@ -315,7 +316,6 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     """Processes, the policy and its frozen copy, the value head, the optimizer, the games and the engine."""
     tc = cfg.tune
     check(tc)
-    torch.set_num_threads(tc.threads)
     rank, world = _init_distributed(_device("cpu"))
     torch.manual_seed(tc.seed + rank)
     model = load_model(tc.init)
@@ -386,8 +386,14 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
 
     Weights go to `out`, snapshots and checkpoints beside it.
 
-    Returns (on rank 0) the summary: frames, wall time, frames/s of the rollouts, of the updates and overall.
+    Returns (on rank 0) the summary: frames, wall time, frames/s of the rollouts, of the updates and overall. Torch runs
+    on `tune.threads` threads meanwhile.
     """
+    with torch_threads(cfg.tune.threads):
+        return _tune(cfg, specs, out, resume, progress)
+
+
+def _tune(cfg: Config, specs: list[str], out: str | Path, resume: bool, progress: bool) -> dict:
     t, games, engine = setup(cfg, specs, out, resume)
     tc, main = t.tc, t.rank == 0
     recent = deque((e[1] for e in t.episodes[-20:]), maxlen=20)

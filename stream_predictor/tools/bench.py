@@ -34,6 +34,7 @@ from ..model.fast import BF16_FLAGS, cpu_bf16_native, cpu_info
 from ..runtime.capture import CaptureThread
 from ..runtime.engine import TickEngine
 from ..runtime.predictor import Predictor
+from ..runtime.threads import torch_threads
 from ..sources import open_source
 from ..sources.synthetic import Synthetic
 
@@ -108,28 +109,23 @@ def threads(model: StreamModel, repeats: int = 5) -> list[dict]:
     import subprocess
     import sys
 
-    before = torch.get_num_threads()
     (h, w), rows = model.preproc.size, []
     engine = TickEngine(model.to("cpu"), 1)
     engine.prepare(h, w)
     tick = engine.model_tick_fn()
     spin = [sys.executable, "-c", "while True: pass"]
-    try:
-        for busy in (False, True):
-            hogs = [subprocess.Popen(spin) for _ in range((os.cpu_count() or 2) - 1)] if busy else []
-            try:
-                time.sleep(0.2 if busy else 0.0)
-                for n in (1, 2):
-                    torch.set_num_threads(n)
-                    with torch.inference_mode():
-                        ms = _median_time(tick, 30, repeats) * 1e3
-                    rows.append({"torch_threads": n, "other_cores": "busy" if busy else "idle", "step_ms": round(ms, 4)})
-            finally:
-                for hog in hogs:
-                    hog.kill()
-                    hog.wait()
-    finally:
-        torch.set_num_threads(before)
+    for busy in (False, True):
+        hogs = [subprocess.Popen(spin) for _ in range((os.cpu_count() or 2) - 1)] if busy else []
+        try:
+            time.sleep(0.2 if busy else 0.0)
+            for n in (1, 2):
+                with torch_threads(n), torch.inference_mode():
+                    ms = _median_time(tick, 30, repeats) * 1e3
+                rows.append({"torch_threads": n, "other_cores": "busy" if busy else "idle", "step_ms": round(ms, 4)})
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
     return rows
 
 
