@@ -47,9 +47,10 @@ class Predictor:
     its Tick; it is on by itself when a sink `needs_frames`.
     """
 
-    def __init__(self, model: StreamModel | Agent, source: str | Source, *, config: Config | None = None,
-                 sinks: Sequence[SinkLike] = (), max_frames: int = 0, keep_frames: bool = False,
-                 **settings: object) -> None:
+    def __init__(self, model: StreamModel | Agent, source: str | Source, mode: str | None = None, replay: str | None = None,
+                 *, config: Config | None = None, sinks: Sequence[SinkLike] = (), max_frames: int = 0,
+                 keep_frames: bool = False, **settings: object) -> None:
+        settings.update(mode=mode, replay=replay)
         self._setup(model, [source], [sinks], config, max_frames, keep_frames, settings)
         self.capture, self.source, self.sinks, self.stats = (self.streams[0].capture, self.streams[0].source,
                                                              self.streams[0].sinks, self.streams[0].stats)
@@ -290,16 +291,16 @@ class MultiPredictor(Predictor):
     slot (its last frame stays in the batch, its state untouched, its result unreported) until all have ended.
     """
 
-    def __init__(self, model: StreamModel | Agent, sources: Sequence[str | Source], *, config: Config | None = None,
-                 sinks: Sequence[Sequence[SinkLike]] | None = None, max_frames: int = 0, keep_frames: bool = False,
-                 **settings: object) -> None:
+    def __init__(self, model: StreamModel | Agent, sources: Sequence[str | Source], replay: str | None = None,
+                 ring_size: int | None = None, config: Config | None = None, max_frames: int = 0, *,
+                 sinks: Sequence[Sequence[SinkLike]] | None = None, keep_frames: bool = False, **settings: object) -> None:
         if not sources:
             from ..errors import UserError
 
             raise UserError("MultiPredictor needs at least one source")
         if sinks is not None and len(sinks) != len(sources):
             raise ValueError(f"sinks are given per stream: {len(sinks)} lists for {len(sources)} sources")
-        settings.setdefault("ring_size", 8)
+        settings.update(replay=replay, ring_size=ring_size if ring_size is not None else 8)
         self._setup(model, sources, sinks or [()] * len(sources), config, max_frames, keep_frames, settings)
         self.sources = [s.source for s in self.streams]
 
