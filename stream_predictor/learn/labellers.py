@@ -9,7 +9,6 @@ from ..errors import UserError
 from ..games.agents import ExpertAgent
 from ..keymaps import PRESETS, label_from_keys
 from ..runtime.ring import RingFrame
-from ..runtime.tick import Tick
 from ..sources.ale import AleGame
 from ..sources.base import Source
 
@@ -88,14 +87,13 @@ class OracleLabeller(Labeller):
 
 
 class ExpertLabeller(Labeller):
-    """A game's scripted expert labels every frame, whoever plays: itself, or a model (DAgger)."""
+    """A game's scripted expert labels every frame, whoever plays: itself, or a model (DAgger). It is an agent, so it
+    labels by deciding inside the runtime's loop (`record` runs it there: as the player, or in a LabelledAgent beside the
+    model that plays), never here."""
 
     def __init__(self, game: AleGame, params: ExpertConfig) -> None:
         self.expert = ExpertAgent(game, params)
         self.classes = self.expert.classes
-
-    def label(self, frame: RingFrame | Tick) -> str:
-        return self.classes[self.expert.decide(frame.image, frame.first).class_id]
 
     def describe(self) -> dict:
         return {"labeller": "ExpertLabeller", "expert": self.expert.describe()["expert"]}

@@ -23,7 +23,7 @@ from ..config import Config
 from ..errors import UserError
 from ..games.agents import ActionSink, action_table
 from ..model import load_model
-from ..runtime.agent import Agent
+from ..runtime.agent import Agent, LabelledAgent
 from ..runtime.backends import model_agent
 from ..runtime.capture import CaptureThread
 from ..runtime.predictor import Predictor
@@ -136,7 +136,7 @@ class LabelledRecording(Sink):
         if self.progress.full(self.rc):
             self.finished = True
             return
-        label = tick.class_name if self.own else self.labeller.label(tick)
+        label = tick.class_name if self.own else tick.label if tick.label is not None else self.labeller.label(tick)
         if self.window is not None and not self.window.show(tick.image, None, label):
             self.finished = True
             return
@@ -148,6 +148,8 @@ def _record_game(cfg: Config, game: AleGame, labeller: Labeller, policy: Agent |
                  window: RecordingWindow | None, progress: RecordProgress) -> None:
     """The expert, or the policy, plays the game through the Predictor; each frame is recorded with the expert's label."""
     player = policy if policy is not None else labeller.expert
+    if policy is not None and isinstance(labeller, ExpertLabeller):  # DAgger: the expert decides beside the model
+        player = LabelledAgent(policy, labeller.expert)
     sinks = [LabelledRecording(writer, labeller, policy is None, window, progress, cfg.record),
              ActionSink(game, labeller.classes, episodes=2**62)]
     with Predictor.from_config(player, cfg, game, sinks) as predictor:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the model's modules import torch; an exported graph's agent
 class Decision:
     class_id: int
     probs: np.ndarray  # (K,) float32
+    label: str | None = None  # a second agent's class for the same frame (LabelledAgent: DAgger's expert label)
 
 
 class Agent:
@@ -89,6 +90,34 @@ class Engine(Protocol):
     def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
     def reset(self) -> None: ...
+
+
+class LabelledAgent(Agent):
+    """`player` decides; `labeller`, another agent, decides on the same frame first (seeing the world as it is at that
+    frame), and its class becomes the decision's `label`: DAgger, where a model plays and the expert labels what it
+    sees. Both decide here, inside the runtime's loop."""
+
+    def __init__(self, player: Agent, labeller: Agent) -> None:
+        self.player, self.labeller = player, labeller
+        self.classes, self.kind, self.model = player.classes, player.kind, player.model
+
+    def decide(self, image: np.ndarray, first: bool) -> Decision:
+        label = self.labeller.decide(image, first)
+        decision = self.player.decide(image, first)
+        return Decision(decision.class_id, decision.probs, self.labeller.classes[label.class_id])
+
+    def reset(self) -> None:
+        self.player.reset()
+        self.labeller.reset()
+
+    def describe(self) -> dict:
+        return {**self.player.describe(), "labeller": self.labeller.describe()}
+
+    def status(self) -> dict:
+        return self.player.status()
+
+    def inference(self):
+        return self.player.inference()
 
 
 def resolve_mode(model: StreamModel, cfg: PredictConfig) -> tuple[str, int]:

@@ -86,7 +86,8 @@ class Stream:
         s.latency_ms.add((now - frame.t_capture) * 1000.0)
         self.last = frame
         self.last_tick = Tick(frame.seq, frame.t_capture, now, (now - frame.t_capture) * 1000.0, decision.class_id,
-                              classes[decision.class_id], decision.probs.tolist(), frame.skipped, False, first, image)
+                              classes[decision.class_id], decision.probs.tolist(), frame.skipped, False, first, image,
+                              decision.label)
         return self.last_tick
 
     def stale_tick(self) -> Tick:
