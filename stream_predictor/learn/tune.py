@@ -23,7 +23,7 @@ import copy
 import json
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from ..errors import UserError
 from ..games.registry import actions_for
 from ..model import StreamModel, load_aux, load_model, save_model
 from ..model.stream_model import State
+from ..runtime.backends import model_engine
 from ..runtime.engine import TickEngine
 from ..runtime.threads import torch_threads
 from ..sources import open_source, parse_spec
@@ -339,7 +340,8 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     # each game has its own seeds (episode e of game g: seed + 10,000·g + e); after a resume they move on
     seeds = [tc.seed + 10_000 * (rank * tc.envs + i) + t.updates for i in range(tc.envs)]
     games = Games(specs, cfg, model.classes, seeds)
-    engine = TickEngine(model.eval(), tc.envs, fast_cpu=cfg.predict.fast_cpu)
+    # torch's engine in float32, from the runtime's factory: the rollouts read its inputs, features and state
+    engine = model_engine(model.eval(), replace(cfg.predict, backend="torch", dtype="float32"), tc.envs, "stateful", 16)
     engine.prepare(*games.images.shape[1:3])
     t.source_size = tuple(games.images.shape[1:3])
     if resumed and rank == 0:
