@@ -6,6 +6,9 @@
 #                   CNN without memory (single frames, T=1) on the same data
 #   tune [FRAMES]   the same PPO from each: runs/flick/f_rl, n_rl (400k frames; resumes; games on seeds 1,100,000 up)
 #   more [FRAMES]   3 more DAgger rounds (runs/flick/f6), then the same PPO from it: runs/flick/f6_rl (the shipped agent)
+#   encoder [FRAMES] from the agent `more` made (f6_rl; as shipped before, also in git: 4053599), PPO with the CNN
+#                   trained too (tune.encoder=train), 150k frames: the shipped weights are its 150k snapshot
+#                   (runs/flick/enc_rl.run/frames_000149504.safetensors)
 #   select DIR      each snapshot in DIR plays seeds 4000-4009 (full games): choose there
 #   report WEIGHTS  30 games on seeds never used for training or choosing: 7000-7014 and 9000-9014
 set -euo pipefail
@@ -43,10 +46,15 @@ tune)
 more)
   dagger 3 5
   tune runs/flick/f6.safetensors runs/flick/f6_rl.safetensors "${2:-400000}" ;;
+encoder)
+  TUNE=(tune.seed=1200000 tune.save_every=50000 tune.threads=1 tune.kl_coef=0.1 tune.value_warmup=0 tune.lr=1e-4
+        tune.encoder=train)
+  [[ -e runs/flick/f6_rl.safetensors ]] || git show 4053599:weights/flickering_pong.safetensors > runs/flick/f6_rl.safetensors
+  tune runs/flick/f6_rl.safetensors runs/flick/enc_rl.safetensors "${2:-150000}" ;;
 select)
   for w in "$2"/frames_*.safetensors; do echo "$w $(play "$w" 10 4000)"; done ;;
 report)
   for seed in 7000 9000; do play "$2" 15 $seed; done ;;
 *)
-  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | select DIR | report WEIGHTS" >&2; exit 2 ;;
+  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | select DIR | report WEIGHTS" >&2; exit 2 ;;
 esac
