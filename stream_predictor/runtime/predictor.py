@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import Config
+from ..errors import UserError
 from ..sources import Source, open_source
 from .agent import Agent, Decision, resolve_mode
 from .backends import model_agent
@@ -295,8 +296,6 @@ class MultiPredictor(Predictor):
                  ring_size: int | None = None, config: Config | None = None, max_frames: int = 0, *,
                  sinks: Sequence[Sequence[SinkLike]] | None = None, keep_frames: bool = False, **settings: object) -> None:
         if not sources:
-            from ..errors import UserError
-
             raise UserError("MultiPredictor needs at least one source")
         if sinks is not None and len(sinks) != len(sources):
             raise ValueError(f"sinks are given per stream: {len(sinks)} lists for {len(sources)} sources")
@@ -341,8 +340,6 @@ def settings_config(cfg: Config, settings: dict) -> Config:
 
 
 def raise_sizes(streams: list[Stream], frames: list[RingFrame | None], shape: tuple[int, ...]) -> None:
-    from ..errors import UserError
-
     bad = next(i for i, f in enumerate(frames) if f is not None and f.image.shape != shape)
     raise UserError(f"stream {bad} ({streams[bad].source.name}) has frames of {frames[bad].image.shape}, the others "
                     f"{shape}: batched streams need one frame size")
