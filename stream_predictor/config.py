@@ -191,7 +191,7 @@ class KeysConfig:
     # (arrows; A/D too when labelling), the 9 WASD combinations, gestures (keys 1-4; ←/→/c/h too), none (only keys.map)
     preset: Literal["lsr3", "wasd9", "gestures", "none"] = "lsr3"
     map: list[str] = field(default_factory=list)  # class:key+key entries over the preset, e.g. [up:up, stay:, down:down]
-    backend: Literal["auto", "pynput", "xdotool"] = "auto"  # auto: pynput, else xdotool on X11
+    backend: Literal["auto", "pynput", "xdotool", "xtest"] = "auto"  # auto: pynput, else xdotool on X11; xtest: python-xlib
     pause_key: str = "f9"  # toggles pause: of key presses in the keys sink, of recording with the keyboard labeller
     dry_run: bool = False  # print the presses and releases instead of pressing
 

@@ -70,7 +70,8 @@ def xvfb():
         pytest.skip("Xvfb is not installed (apt-get install xvfb)")
     from stream_predictor.games.desktop import x_display
 
-    with x_display(private=True, size="1024x768x24") as display:
+    with x_display(private=True, size="1024x768x24") as display, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISPLAY", display)  # x_display leaves the environment alone: the tests' programs find it here
         yield display
 
 

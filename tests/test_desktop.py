@@ -8,6 +8,7 @@ log that the keys arrived and moved the paddle the way they say.
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -434,6 +435,48 @@ def test_play_via_desktop_scores_from_the_game_log(xvfb, tmp_path):
     assert timing["decisions"] >= 60 and timing["matched"] >= 0.9 * timing["decisions"]  # frames drawn 1:1 are found
     assert 0 <= timing["seen_twice"] <= 1 and 0 <= timing["never_seen"] <= 1
     assert any(s["action"] != 0 for s in steps)  # the agent's keys reached the game
+    assert result["keys_backend"] == f"xtest on {result['display']}"  # pynput presses on $DISPLAY only: XTest there
     bad = subprocess.run([sys.executable, str(ROOT / "run.py"), "play", "--via", "desktop", "--expert"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_private_display_is_named_not_put_in_the_environment():
+    """`x_display(private=True)` starts an Xvfb and hands its name on: the screen source captures it, the keys go to it
+    through XTest (pynput reaches $DISPLAY only), and this process's environment is never written."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    from Xlib import XK
+    from Xlib import display as xdisplay
+
+    from stream_predictor.games.desktop import x_display
+    from stream_predictor.sources.screen import Screen
+
+    before = dict(os.environ)
+    with x_display(private=True, size="320x200x24") as display:
+        assert dict(os.environ) == before and display != os.environ.get("DISPLAY")
+        screen = Screen(display=display)
+        try:
+            assert screen.read().image.shape == (200, 320, 3)
+        finally:
+            screen.close()
+        sink = KeySink(["a", "b"], KeysConfig(preset="none", map=["a:z", "b:"], pause_key=""), display=display)
+        probe = xdisplay.Display(display)
+        code = probe.keysym_to_keycode(XK.string_to_keysym("z"))
+        down = lambda: bool(probe.query_keymap()[code // 8] & (1 << (code % 8)))  # noqa: E731
+        try:
+            assert sink.summary()["keys_backend"] == f"xtest on {display}"
+            sink(_tick("a"))
+            assert down()  # the X server holds z pressed
+            sink(_tick("b"))
+            assert not down()
+        finally:
+            sink.close()
+            probe.close()
+    assert dict(os.environ) == before
+
+
+def _tick(cls: str):
+    from stream_predictor.runtime.tick import Tick
+
+    return Tick(0, time.monotonic(), time.monotonic(), 0.0, "ab".index(cls), cls, [0.5, 0.5], 0)

@@ -1,5 +1,5 @@
-"""RL fine-tuning: the PPO formulas on hand-worked cases, rollouts through the engine against the update's
-recomputation, a real run in Pong end to end (weights `play` loads, resume, curve), errors, and DDP."""
+"""RL fine-tuning: the PPO formulas on hand-worked cases, rollouts made by the decision loop against the update's
+recomputation, rewards through the loop, a real run in Pong end to end (weights `play` loads, resume, curve), errors, and DDP."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import torch
 from stream_predictor.config import load_config
 from stream_predictor.errors import UserError
 from stream_predictor.learn.ppo import clipped_policy_loss, entropy, gae, kl_divergence, kl_weight
-from stream_predictor.learn.tune import Games, collect, recompute, setup, update
+from stream_predictor.learn.tune import finished_returns, open_games, recompute, setup, update
 from stream_predictor.model import load_aux, load_model, save_model
+from stream_predictor.runtime import MultiPredictor
+from stream_predictor.runtime.agent import Agent, Decision
 
 from conftest import board_tags
 
@@ -60,7 +62,7 @@ def test_kl_entropy_and_the_decaying_weight():
     assert kl_weight(0.5, 1000, 0) == 0.5 and kl_weight(0.5, 1000, 2000) == pytest.approx(0.125)
 
 
-# --- rollouts through the engine, recomputed by the update ---------------------------------------------------
+# --- rollouts through the decision loop, recomputed by the update ---------------------------------------------------
 def _tuner(tmp_path: Path, *overrides: str):
     cfg = load_config("pong", ["tune.envs=2", "tune.rollout=48", "tune.minibatches=2", "tune.threads=1",
                                "source.max_episode_steps=30", f"tune.init={WEIGHTS}", *overrides])
@@ -70,19 +72,21 @@ def _tuner(tmp_path: Path, *overrides: str):
 @pytest.mark.parametrize("encoder", ["frozen", "train"])
 def test_recomputed_log_probs_and_values_equal_the_rollout(tmp_path, encoder):
     """Before any gradient step, the update's BPTT from the stored start state gives what the engine's stepping gave."""
-    t, games, engine = _tuner(tmp_path, f"tune.encoder={encoder}")
+    t, rollouts = _tuner(tmp_path, f"tune.encoder={encoder}")
     try:
-        collect(games, engine, t.ac, 48, encoder == "train", t.gen)  # a second rollout starts from a carried state
-        ro = collect(games, engine, t.ac, 48, encoder == "train", t.gen)
+        rollouts.next(48)  # a second rollout starts from a carried state
+        ro = rollouts.next(48)
     finally:
-        games.close()
+        rollouts.close()
     assert ro.first[:, 1:].any()  # 30-step episodes: each game restarts inside the rollout, its state reset there
     assert ro.state0[0].abs().sum() > 0  # and the rollout began mid-episode, from a carried state
     with torch.no_grad():
         _, logp, values = recompute(t.ac, ro, slice(None), encoder == "train")
     assert (logp - ro.logp).abs().max() <= 1e-5
     assert (values - ro.values).abs().max() <= 1e-5
-    assert engine.path["encoder"] == "oneDNN prepacked" or not torch.backends.mkldnn.is_available()
+    assert rollouts.agent.engine.path["encoder"] == "oneDNN prepacked" or not torch.backends.mkldnn.is_available()
+    # a step ends its episode where the next frame starts one (30-step episodes: each game ends at least once)
+    assert (ro.dones[:, :-1] == ro.first[:, 1:]).all() and (ro.dones.sum(1) >= 1).all()
 
 
 def test_a_model_without_memory_decides_from_each_frame_alone(tmp_path):
@@ -90,12 +94,12 @@ def test_a_model_without_memory_decides_from_each_frame_alone(tmp_path):
     model = load_model(WEIGHTS)
     model.trained = {"mode": "windowed", "seq_len": 1}
     save_model(model, tmp_path / "t1.safetensors")
-    t, games, engine = _tuner(tmp_path, f"tune.init={tmp_path / 't1.safetensors'}")
+    t, rollouts = _tuner(tmp_path, f"tune.init={tmp_path / 't1.safetensors'}")
     try:
-        ro = collect(games, engine, t.ac, 48, False, t.gen, t.memory)
+        ro = rollouts.next(48)
     finally:
-        games.close()
-    assert not t.memory and ro.first.all()
+        rollouts.close()
+    assert not t.memory and ro.first.all() and not ro.dones.all()  # reset at every frame; episodes end as they do
     with torch.no_grad():
         logits, logp, values = recompute(t.ac, ro, slice(None), False)
         alone = t.ac.model.head(t.ac.model.recurrent(ro.inputs.flatten(0, 1)[:, None])[0][:, 0]).view(logits.shape)
@@ -107,35 +111,49 @@ def test_a_model_without_memory_decides_from_each_frame_alone(tmp_path):
         _tuner(tmp_path, f"tune.init={tmp_path / 'w16.safetensors'}")
 
 
-def test_games_report_the_score_change_and_episode_ends(tmp_path):
+class Stay(Agent):
+    """Presses `stay` on every frame: the opponent scores."""
+
+    classes = ["up", "stay", "down"]
+
+    def decide_batch(self, images, first, active):
+        return [Decision(1, np.array([0.0, 1.0, 0.0], np.float32)) if a else None for a in active]
+
+    def decide(self, image, first):
+        return self.decide_batch(image[None], [first], [True])[0]
+
+
+def test_ticks_carry_each_games_rewards_and_episode_ends(tmp_path):
+    """Through the real loop (capture threads, rings, action sinks): each tick's reward is the score change its frame
+    brought, and each finished episode's return is the sum of its ticks' rewards."""
     cfg = load_config("pong", ["source.max_episode_steps=400"])
-    games = Games(["ale:Pong", "ale:Pong?delay=1"], cfg, ["up", "stay", "down"], [5, 6])
-    try:
-        rewards, ends = [], []
-        for _ in range(800):
-            r, d = games.step(np.array([1, 1]))  # stay: the opponent scores
-            rewards.append(r)
-            ends.append(d)
-        finished = games.finished_returns()
-    finally:
-        games.close()
-    rewards, ends = np.array(rewards), np.array(ends)
-    assert games.games[0].delay == (0, 0) and games.games[1].delay == (1, 1)  # the specs taken in turn
+    games, sinks = open_games(["ale:Pong", "ale:Pong?delay=1"], cfg, Stay.classes, [5, 6])
+    rewards, starts = [], []
+    with MultiPredictor(Stay(), games, config=cfg, sinks=sinks, replay="lockstep") as mp:
+        for ticks in mp:
+            rewards.append([t.reward for t in ticks])
+            starts.append([t.first for t in ticks])
+            if len(rewards) == 801:
+                break
+    finished = finished_returns(games)
+    rewards, starts = np.array(rewards), np.array(starts)
+    assert games[0].delay == (0, 0) and games[1].delay == (1, 1)  # the specs taken in turn
     assert (rewards <= 0).all() and rewards.sum() < 0  # only the opponent scores
-    assert ends.sum(0).tolist() == [2, 2]  # 400-step episodes end twice in 800 steps
-    # each finished episode's return is the sum of the step rewards up to its end
-    e0 = int(np.flatnonzero(ends[:, 0])[0])
+    assert starts[1:].sum(0).tolist() == [2, 2]  # 400-step episodes end twice in 800 steps
+    # an episode's return is the sum of the rewards up to the first frame of the next (which brings its last step's)
+    e0 = int(np.flatnonzero(starts[1:, 0])[0]) + 1
     assert sorted(g for g, _ in finished) == [0, 0, 1, 1]
-    assert rewards[: e0 + 1, 0].sum() == [r for g, r in finished if g == 0][0]
+    assert rewards[1: e0 + 1, 0].sum() == [r for g, r in finished if g == 0][0]
+    assert finished_returns(games) == []  # each finished episode is reported once
 
 
 def test_an_update_moves_the_policy_toward_rewarded_actions(tmp_path):
     """Rewards that favour one class, after the value warm-up: one update raises that class's probability."""
-    t, games, engine = _tuner(tmp_path, "tune.value_warmup=0", "tune.kl_coef=0", "tune.lr=1e-3")
+    t, rollouts = _tuner(tmp_path, "tune.value_warmup=0", "tune.kl_coef=0", "tune.lr=1e-3")
     try:
-        ro = collect(games, engine, t.ac, 48, False, t.gen)
+        ro = rollouts.next(48)
     finally:
-        games.close()
+        rollouts.close()
     ro.rewards = (ro.actions == 0).float()  # class 0 (up) is rewarded wherever it was played
     with torch.no_grad():
         before = recompute(t.ac, ro, slice(None), False)[0].softmax(-1)[..., 0].mean()
@@ -147,11 +165,11 @@ def test_an_update_moves_the_policy_toward_rewarded_actions(tmp_path):
 
 
 def test_value_warmup_leaves_the_policy_as_cloned(tmp_path):
-    t, games, engine = _tuner(tmp_path, "tune.value_warmup=1000000")
+    t, rollouts = _tuner(tmp_path, "tune.value_warmup=1000000")
     try:
-        ro = collect(games, engine, t.ac, 48, False, t.gen)
+        ro = rollouts.next(48)
     finally:
-        games.close()
+        rollouts.close()
     policy = {k: v.clone() for k, v in t.ac.model.state_dict().items()}
     value = t.ac.value.weight.clone()
     t.ac.train()

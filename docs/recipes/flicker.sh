@@ -9,6 +9,9 @@
 #   encoder [FRAMES] from the agent `more` made (f6_rl; as shipped before, also in git: 4053599), PPO with the CNN
 #                   trained too (tune.encoder=train), 150k frames: the shipped weights are its 150k snapshot
 #                   (runs/flick/enc_rl.run/frames_000149504.safetensors)
+#   long [FRAMES]   from the agent `encoder` made (shipped at 6841639), the same PPO with the CNN trained, longer: 1M
+#                   frames, the anchor to the start annealed (KL 0.05, half-life 300k), a snapshot every 100k
+#                   (runs/flick/long.run/frames_*.safetensors; resumes where it stopped)
 #   select DIR      each snapshot in DIR plays seeds 4000-4009 (full games): choose there
 #   report WEIGHTS  30 games on seeds never used for training or choosing: 7000-7014 and 9000-9014
 set -euo pipefail
@@ -51,10 +54,16 @@ encoder)
         tune.encoder=train)
   [[ -e runs/flick/f6_rl.safetensors ]] || git show 4053599:weights/flickering_pong.safetensors > runs/flick/f6_rl.safetensors
   tune runs/flick/f6_rl.safetensors runs/flick/enc_rl.safetensors "${2:-150000}" ;;
+long)
+  TUNE=(tune.seed=1300000 tune.save_every=100000 tune.threads=1 tune.kl_coef=0.05 tune.kl_half_life=300000
+        tune.value_warmup=0 tune.lr=1e-4 tune.encoder=train)
+  [[ -e runs/flick/long_start.safetensors ]] ||
+    git show 6841639:weights/flickering_pong.safetensors > runs/flick/long_start.safetensors
+  tune runs/flick/long_start.safetensors runs/flick/long.safetensors "${2:-1000000}" ;;
 select)
   for w in "$2"/frames_*.safetensors; do echo "$w $(play "$w" 10 4000)"; done ;;
 report)
   for seed in 7000 9000; do play "$2" 15 $seed; done ;;
 *)
-  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | select DIR | report WEIGHTS" >&2; exit 2 ;;
+  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | long [FRAMES] | select DIR | report WEIGHTS" >&2; exit 2 ;;
 esac

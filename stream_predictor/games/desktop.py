@@ -44,7 +44,8 @@ from .registry import actions_for
 
 @contextlib.contextmanager
 def x_display(private: bool = False, size: str = "640x480x24") -> Iterator[str]:
-    """The display to play on: $DISPLAY, or a private Xvfb started for the run (always, with `private`)."""
+    """The display to play on: $DISPLAY, or a private Xvfb started for the run (always, with `private`). Its name is
+    handed to the screen source, the keys and the game window; this process's environment is left as it is."""
     if not private and os.environ.get("DISPLAY"):
         yield os.environ["DISPLAY"]
         return
@@ -54,21 +55,15 @@ def x_display(private: bool = False, size: str = "640x480x24") -> Iterator[str]:
     proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", size, "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,))
     os.close(write_fd)
-    old = os.environ.get("DISPLAY")
     try:
         with os.fdopen(read_fd) as pipe:
             n = pipe.readline().strip()  # empty if Xvfb exits first
         if not n:
             raise UserError("Xvfb did not start")
-        os.environ["DISPLAY"] = f":{n}"
         yield f":{n}"
     finally:
         proc.terminate()
         proc.wait(5)
-        if old is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = old
 
 
 def class_keys(game: str, classes: list[str]) -> list[str]:
@@ -109,13 +104,13 @@ class FrameProbe(Sink):
                               tick.class_id))
 
 
-def _wait_for_window(title: str, host: subprocess.Popen, fps: float, timeout: float = 60.0) -> Screen:
+def _wait_for_window(title: str, host: subprocess.Popen, fps: float, display: str, timeout: float = 60.0) -> Screen:
     deadline = time.monotonic() + timeout
     while True:
         if host.poll() is not None:
             raise UserError(f"the game window exited before it was seen: {host.stderr.read()[-500:] if host.stderr else ''}")
         try:
-            return Screen(fps=fps, window=f"^{title}$", sync=True)
+            return Screen(fps=fps, window=f"^{title}$", sync=True, display=display)
         except SourceError:
             if time.monotonic() > deadline:
                 raise
@@ -139,11 +134,12 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
         host = subprocess.Popen([sys.executable, "-m", "stream_predictor", "host", "--game", name, "--seed", str(seed),
                                  "--title", title, "--episodes", str(episodes),
                                  "--episode-steps", str(episode_steps), "--log", str(out / "host.jsonl")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "DISPLAY": display})
         try:
-            screen = _wait_for_window(title, host, ATARI_FPS / 4)  # captured at the game's native rate (frameskip 4)
+            screen = _wait_for_window(title, host, ATARI_FPS / 4, display)  # at the game's native rate (frameskip 4)
             probe = FrameProbe(host)
-            sinks: list[Sink] = [KeySink(agent.classes, keys), probe]
+            sinks: list[Sink] = [KeySink(agent.classes, keys, display=display), probe]
             with Predictor.from_config(agent, cfg, screen, sinks) as predictor:
                 summary = predictor.run()
             stdout, stderr = host.communicate(timeout=30)
@@ -164,7 +160,8 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
             "scores": scores, "mean_score": mean, "sem": sem, "agent": summary["agent"], "predict_mode": summary["mode"],
             "ticks": summary["ticks"], "latency_ms_p50": summary["latency_ms_p50"],
             "latency_ms_p99": summary["latency_ms_p99"], "skipped": summary["skipped"], "fps": summary["fps"],
-            "key_latency_ms_p50": summary.get("key_latency_ms_p50"), "timing": timing_report(steps, probe.rows, action_of),
+            "key_latency_ms_p50": summary.get("key_latency_ms_p50"), "keys_backend": summary.get("keys_backend"),
+            "timing": timing_report(steps, probe.rows, action_of),
             "logs": str(out)}
 
 

@@ -5,12 +5,15 @@ policy whose weight halves every `tune.kl_half_life` frames (VPT's recipe): the 
 function that knows nothing yet, cannot wreck the cloned play. For the first `tune.value_warmup` frames
 only the value head learns.
 
-Reads top to bottom: `Games` (K games stepped together) → `collect` (one rollout through the runtime's
-TickEngine: one batched call per tick, each game's episode start resetting its own state, the state at
-the rollout's start kept) → `recompute` (the same log-probabilities and values from the stored inputs,
-by truncated BPTT from that state) → `update` (PPO epochs over whole sequences) → `tune` (the loop,
-checkpoints, snapshots, curves). The policy head is the model's classifier, so `play`, `predict` and the
-keys sink use tuned weights unchanged; the value head rides in the same file as `aux.value.*`.
+Reads top to bottom: `open_games` (K games, each a source waiting for its action, with the sink that presses
+it) → the rollouts, made by the runtime's decision loop (`runtime/rollout.py`: a MultiPredictor over the K
+games, one batched engine call per tick, each game's episode start resetting its own state; its sampling agent
+keeps the inputs, classes, log-probabilities, values and the state at the rollout's start) → `recompute` (the
+same log-probabilities and values from the stored inputs, by truncated BPTT from that state) → `update` (PPO
+epochs over whole sequences) → `tune` (the loop, checkpoints, snapshots, curves). A rollout is complete one
+tick after its last step (the reward arrives with the next frame); the update runs there, and that tick,
+decided before the update, starts the next rollout. The policy head is the model's classifier, so `play`,
+`predict` and the keys sink use tuned weights unchanged; the value head rides in the same file as `aux.value.*`.
 
 With `tune.encoder: frozen` (the default) the CNN runs once per frame, in the rollout, and the update
 reuses the features the engine cached; with `train` the update encodes the stored pixels again.
@@ -23,7 +26,7 @@ import copy
 import json
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +38,11 @@ from tqdm import tqdm
 
 from ..config import Config, Trained, TuneConfig
 from ..errors import UserError
+from ..games.agents import ActionSink
 from ..games.registry import actions_for
 from ..model import StreamModel, load_aux, load_model, save_model
 from ..model.stream_model import State
-from ..runtime.backends import model_engine
-from ..runtime.engine import TickEngine
+from ..runtime.rollout import Rollout, Rollouts, SamplingAgent
 from ..runtime.threads import torch_threads
 from ..sources import open_source, parse_spec
 from ..sources.ale import AleGame
@@ -65,100 +68,40 @@ class ActorCritic(nn.Module):
         return self.model.head(out), self.value(out.detach() if detach_value else out).squeeze(-1)
 
 
-class Games:
-    """K games, each waiting for its action (lockstep), seeded apart; actions are given as class ids.
+def open_games(specs: list[str], cfg: Config, classes: list[str], seeds: list[int]) -> tuple[list[AleGame], list[list]]:
+    """K games, each waiting for its action (lockstep), seeded apart, and each game's sink pressing the decided class.
 
     `specs` are taken in turn, so one run can mix the plain game with one whose timing is faulty
     (`ale:Pong?delay=0-1&repeat=0.05`, see sources/ale.py).
     """
-
-    def __init__(self, specs: list[str], cfg: Config, classes: list[str], seeds: list[int]) -> None:
-        parsed = [parse_spec(s) for s in specs]
-        for spec, p in zip(specs, parsed):
-            if p.kind != "ale":
-                raise UserError(f"tune needs a game source such as ale:Pong, not '{spec}'")
-        if len({p.target for p in parsed}) > 1:
-            raise UserError(f"tune plays one game, got {sorted({p.target for p in parsed})}")
-        self.actions = actions_for(parsed[0].target, classes)
-        self.games: list[AleGame] = []
-        try:
-            for i, seed in enumerate(seeds):
-                g = open_source(specs[i % len(specs)], cfg.source, {"seed": seed, "sync": True})
-                assert isinstance(g, AleGame)
-                self.games.append(g)
-        except BaseException:
-            self.close()
-            raise
-        frames = [g.read() for g in self.games]
-        self.images = np.stack([f.image for f in frames])
-        self.first = np.array([f.first for f in frames])
-
-    def step(self, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Play one class per game; the rewards (K,) and whether each episode ended (its next frame is a first)."""
-        rewards = np.zeros(len(self.games), np.float32)
-        for i, (g, c) in enumerate(zip(self.games, classes)):
-            g.act(self.actions[int(c)])
-            f = g.read()
-            self.images[i], self.first[i], rewards[i] = f.image, f.first, g.reward
-        return rewards, self.first.copy()
-
-    def finished_returns(self) -> list[tuple[int, float]]:
-        """(game index, return) of the episodes finished since the last call."""
-        out = []
-        for i, g in enumerate(self.games):
-            out += [(i, r) for r in g.episode_returns]
-            g.episode_returns.clear()
-        return out
-
-    def close(self) -> None:
-        for g in self.games:
+    parsed = [parse_spec(s) for s in specs]
+    for spec, p in zip(specs, parsed):
+        if p.kind != "ale":
+            raise UserError(f"tune needs a game source such as ale:Pong, not '{spec}'")
+    if len({p.target for p in parsed}) > 1:
+        raise UserError(f"tune plays one game, got {sorted({p.target for p in parsed})}")
+    actions_for(parsed[0].target, classes)  # every class has an action in the game, or one line says which has not
+    games: list[AleGame] = []
+    try:
+        for i, seed in enumerate(seeds):
+            g = open_source(specs[i % len(specs)], cfg.source, {"seed": seed, "sync": True})
+            assert isinstance(g, AleGame)
+            games.append(g)
+    except BaseException:
+        for g in games:
             g.close()
+        raise
+    return games, [[ActionSink(g, classes, episodes=2**62)] for g in games]
 
 
-@dataclass
-class Rollout:
-    """T steps of K games, game first: what the update needs to recompute and score every decision."""
-
-    inputs: torch.Tensor  # (K, T, D) features, or (K, T, C, h, w) preprocessed pixels
-    first: torch.Tensor  # (K, T) the frame starts an episode (the state is reset before it)
-    state0: State  # the recurrent state before the first step
-    actions: torch.Tensor  # (K, T) class ids played
-    logp: torch.Tensor  # (K, T) their log-probabilities when played
-    values: torch.Tensor  # (K, T)
-    rewards: torch.Tensor  # (K, T) the game's reward for the step
-    dones: torch.Tensor  # (K, T) the episode ended with the step
-    last_value: torch.Tensor  # (K,) value of the frame after the last step
-
-
-def collect(games: Games, engine: TickEngine, ac: ActorCritic, steps: int, encode: bool, gen: torch.Generator,
-            memory: bool = True) -> Rollout:
-    """One rollout: per tick, one engine call for all K games (CNN once per frame, LSTM stepped), a sampled class each.
-
-    Without `memory` (a model trained on single frames, T=1) every frame resets the state: it decides from that frame alone.
-    """
-    k = len(games.games)
-    state0 = tuple(s.clone() for s in engine.state)
-    inputs = torch.zeros((k, steps, *(engine.x.shape[1:] if encode else engine.features.shape[1:])))
-    first = torch.zeros((k, steps), dtype=torch.bool)
-    actions = torch.zeros((k, steps), dtype=torch.long)
-    logp, values, rewards, dones = (torch.zeros((k, steps)) for _ in range(4))
-    with torch.inference_mode():
-        for t in range(steps):
-            first[:, t] = torch.from_numpy(games.first) if memory else True
-            engine.submit(games.images, first[:, t].numpy())
-            inputs[:, t] = engine.x if encode else engine.features
-            values[:, t] = ac.value(engine.state[0][-1]).squeeze(-1)
-            log_probs = F.log_softmax(engine.logits, -1)
-            actions[:, t] = torch.multinomial(log_probs.exp(), 1, generator=gen).squeeze(-1)
-            logp[:, t] = log_probs.gather(-1, actions[:, t, None]).squeeze(-1)
-            r, d = games.step(actions[:, t].numpy())
-            rewards[:, t], dones[:, t] = torch.from_numpy(r), torch.from_numpy(d)
-        # the value of the frame after the rollout, from a copy of the state (the engine steps it for real next time)
-        state = engine.model.reset_state(tuple(s.clone() for s in engine.state), torch.from_numpy(games.first | (not memory)))
-        feats = engine.model.encode(engine.model.preprocess(games.images))
-        _, (h, *_) = engine.model.step_features(feats, state)
-        last_value = ac.value(h[-1]).squeeze(-1)
-    return Rollout(inputs, first, state0, actions, logp, values, rewards, dones, last_value)
+def finished_returns(games: list[AleGame]) -> list[tuple[int, float]]:
+    """(game index, return) of the episodes finished since the last call."""
+    out = []
+    for i, g in enumerate(games):
+        done = list(g.episode_returns)
+        out += [(i, r) for r in done]
+        del g.episode_returns[: len(done)]  # the capture thread may append meanwhile
+    return out
 
 
 def recompute(net: nn.Module, ro: Rollout, games: slice | torch.Tensor, encode: bool,
@@ -313,8 +256,9 @@ def check(tc: TuneConfig) -> None:
         raise UserError("tune needs 0 < gamma <= 1, 0 <= gae_lambda <= 1, clip > 0 and lr > 0")
 
 
-def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple[Tuner, Games, TickEngine]:
-    """Processes, the policy and its frozen copy, the value head, the optimizer, the games and the engine."""
+def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple[Tuner, Rollouts]:
+    """Processes, the policy and its frozen copy, the value head, the optimizer, and the games played through the
+    decision loop by a sampling agent."""
     tc = cfg.tune
     check(tc)
     rank, world = _init_distributed(_device("cpu"))
@@ -339,15 +283,13 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     resumed = resume and load_tuner(t)
     # each game has its own seeds (episode e of game g: seed + 10,000·g + e); after a resume they move on
     seeds = [tc.seed + 10_000 * (rank * tc.envs + i) + t.updates for i in range(tc.envs)]
-    games = Games(specs, cfg, model.classes, seeds)
-    # torch's engine in float32, from the runtime's factory: the rollouts read its inputs, features and state
-    engine = model_engine(model.eval(), replace(cfg.predict, backend="torch", dtype="float32"), tc.envs, "stateful", 16)
-    engine.prepare(*games.images.shape[1:3])
-    t.source_size = tuple(games.images.shape[1:3])
+    games, sinks = open_games(specs, cfg, model.classes, seeds)
+    agent = SamplingAgent(model.eval(), lambda h: ac.value(h), cfg, tc.envs, t.gen, memory, tc.encoder == "train")
+    rollouts = Rollouts(agent, games, sinks, cfg, tc.threads)
     if resumed and rank == 0:
         print(f"resumed from {t.run_dir / 'checkpoint.safetensors'} at {t.frames:,} frames (update {t.updates}); "
               "the games start again on fresh seeds")
-    return t, games, engine
+    return t, rollouts
 
 
 def replicas_identical(t: Tuner) -> bool:
@@ -360,19 +302,20 @@ def replicas_identical(t: Tuner) -> bool:
     return all(torch.equal(copies[0], c) for c in copies[1:])
 
 
-def one_update(t: Tuner, games: Games, engine: TickEngine, recent: deque, board) -> dict:
+def one_update(t: Tuner, rollouts: Rollouts, recent: deque, board) -> dict:
     """One rollout in the games and one PPO update from it; the update's record (also kept in `t.history`)."""
     a = time.monotonic()
-    ro = collect(games, engine, t.ac, t.tc.rollout, t.tc.encoder == "train", t.gen, t.memory)
+    ro = rollouts.next(t.tc.rollout)
     b = time.monotonic()
     t.ac.train()
     record = update(t, ro)
     t.ac.model.eval()
-    engine.refresh()  # the fast kernels take the new weights
+    rollouts.agent.refresh()  # the fast kernels take the new weights
+    t.source_size = rollouts.agent.source_size
     c = time.monotonic()
     t.updates += 1
     t.frames += t.frames_per_update
-    for game, r in games.finished_returns():
+    for game, r in finished_returns(rollouts.games):
         t.episodes.append((t.frames, r, game))
         recent.append(r)
         log_scalars(board, {"episode_return": r}, t.frames, "tune/")
@@ -396,7 +339,7 @@ def tune(cfg: Config, specs: list[str], out: str | Path, resume: bool = False, p
 
 
 def _tune(cfg: Config, specs: list[str], out: str | Path, resume: bool, progress: bool) -> dict:
-    t, games, engine = setup(cfg, specs, out, resume)
+    t, rollouts = setup(cfg, specs, out, resume)
     tc, main = t.tc, t.rank == 0
     recent = deque((e[1] for e in t.episodes[-20:]), maxlen=20)
     bar = tqdm(total=t.total_updates * t.frames_per_update, initial=t.frames, unit="frame", unit_scale=True,
@@ -406,7 +349,7 @@ def _tune(cfg: Config, specs: list[str], out: str | Path, resume: bool, progress
     board = open_board(tc.tensorboard, t.out) if main else None
     try:
         while t.updates < t.total_updates:
-            record = one_update(t, games, engine, recent, board)
+            record = one_update(t, rollouts, recent, board)
             c = time.monotonic()
             rollout_s, update_s = rollout_s + record["rollout_s"], update_s + record["update_s"]
             frames_here += t.frames_per_update
@@ -421,7 +364,7 @@ def _tune(cfg: Config, specs: list[str], out: str | Path, resume: bool, progress
                 next_save = (t.frames // tc.save_every + 1) * tc.save_every
     finally:
         bar.close()
-        games.close()
+        rollouts.close()
         if board is not None:
             board.close()
     seconds = time.monotonic() - t0
@@ -435,7 +378,7 @@ def _tune(cfg: Config, specs: list[str], out: str | Path, resume: bool, progress
                    "rollout_frames_per_s": round(frames_here / t.world / max(rollout_s, 1e-9), 1),
                    "update_frames_per_s": round(frames_here / t.world / max(update_s, 1e-9), 1),
                    "games": specs, "world_size": t.world, "replicas_identical": identical, "envs": tc.envs,
-                   "memory": t.memory, "encoder": tc.encoder, "engine": engine.path}
+                   "memory": t.memory, "encoder": tc.encoder, "engine": rollouts.agent.engine.path}
         beside(t.out, ".tune.json").write_text(json.dumps({**summary, "history": t.history,
                                                           "episodes": t.episodes, "config": asdict(tc)}))
     if t.world > 1:

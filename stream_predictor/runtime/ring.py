@@ -31,6 +31,7 @@ class RingFrame:
     image: np.ndarray  # BGR uint8 (H, W, 3), a view into a pinned slot: copy it to keep it
     first: bool  # this frame, or a skipped one since the last hand-over, started an episode
     skipped: int  # frames overwritten unseen since the previous hand-over
+    reward: float = 0.0  # a game's score change since the previous hand-over (skipped frames' included)
 
 
 class FrameRing:
@@ -43,6 +44,8 @@ class FrameRing:
         self._seq = np.full(size, -1, np.int64)
         self._t = np.zeros(size)
         self._first = np.zeros(size, bool)
+        self._reward = np.zeros(size)  # the sum of every reward written up to each slot's frame
+        self._reward_written = self._reward_read = 0.0
         self._newest = -1  # seq of the newest frame written
         self._read = -1  # seq of the last frame handed over
         self._pinned = -1  # slot pinned by the reader
@@ -80,6 +83,8 @@ class FrameRing:
             self._seq[slot] = frame.seq
             self._t[slot] = frame.t_capture
             self._first[slot] = frame.first
+            self._reward_written += frame.reward
+            self._reward[slot] = self._reward_written
             if frame.first:
                 self._first_seq = frame.seq
             self._newest = frame.seq
@@ -132,7 +137,8 @@ class FrameRing:
             self.skipped += seq - last_seq - 1
             self._cond.notify_all()  # a lossless writer may be waiting for space
             first = bool(self._first[slot]) or last_seq < self._first_seq <= seq
-            return RingFrame(seq, float(self._t[slot]), self._slots[slot], first, seq - last_seq - 1)
+            reward, self._reward_read = float(self._reward[slot]) - self._reward_read, float(self._reward[slot])
+            return RingFrame(seq, float(self._t[slot]), self._slots[slot], first, seq - last_seq - 1, reward)
 
     def _pick(self, last_seq: int) -> int | None:
         newer = np.flatnonzero(self._seq > last_seq)

@@ -87,14 +87,14 @@ class Stream:
         self.last = frame
         self.last_tick = Tick(frame.seq, frame.t_capture, now, (now - frame.t_capture) * 1000.0, decision.class_id,
                               classes[decision.class_id], decision.probs.tolist(), frame.skipped, False, first, image,
-                              decision.label)
+                              decision.label, frame.reward)
         return self.last_tick
 
     def stale_tick(self) -> Tick:
         """The last decision again, for a fixed-rate tick that found no new frame."""
         self.stats.stale += 1
         return Tick(**{**self.last_tick.__dict__, "t_decision": time.monotonic(), "skipped": 0, "stale": True,
-                       "image": None})
+                       "image": None, "reward": 0.0})
 
     def emit(self, tick: Tick) -> bool:
         """Hand `tick` to the sinks; True when one of them has finished the run."""

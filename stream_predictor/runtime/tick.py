@@ -22,6 +22,7 @@ class Tick:
     first: bool = False  # the recurrent state was reset at this frame
     image: np.ndarray | None = field(default=None, repr=False)  # the frame (BGR uint8), only when a sink needs frames
     label: str | None = None  # a labelling agent's class for the frame, where one runs beside the player (DAgger)
+    reward: float = 0.0  # a game's score change since the previous tick (what the decision before this one earned)
 
     def to_json(self) -> dict:
         return {"seq": self.seq, "t_capture": round(self.t_capture, 6), "t_decision": round(self.t_decision, 6),

@@ -6,12 +6,15 @@
   the last resort. No stuck keys.
 - A pause key (F9 by default) toggles: paused releases everything and presses nothing until resumed.
 - `dry_run` prints what it would press instead of pressing (no display needed).
-- Backends: pynput (X11 through XTest, Windows, macOS) or xdotool (X11).
+- Backends: pynput (X11 through XTest, Windows, macOS), xdotool (X11), or xtest (X11 through python-xlib, on a display
+  named here rather than $DISPLAY: pynput reads only $DISPLAY, so keys for another display, such as the private Xvfb
+  of `play --via desktop`, go through XTest directly; the summary's `keys_backend` says which ran).
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import subprocess
 import sys
@@ -24,8 +27,9 @@ from ..errors import ConfigError, UserError
 from ..keymaps import PRESETS
 from ..runtime.tick import Sink, Tick, Timings
 
-XDOTOOL_NAMES = {"up": "Up", "down": "Down", "left": "Left", "right": "Right", "space": "space", "enter": "Return",
-                 "esc": "Escape", "shift": "shift", "ctrl": "ctrl", "alt": "alt", "tab": "Tab"}
+# key names → X keysym names (xdotool and XTest; a single character is its own keysym)
+KEYSYMS = {"up": "Up", "down": "Down", "left": "Left", "right": "Right", "space": "space", "enter": "Return",
+           "esc": "Escape", "shift": "Shift_L", "ctrl": "Control_L", "alt": "Alt_L", "tab": "Tab"}
 
 
 def key_map(classes: list[str], cfg: KeysConfig) -> dict[str, tuple[str, ...]]:
@@ -46,6 +50,8 @@ def key_map(classes: list[str], cfg: KeysConfig) -> dict[str, tuple[str, ...]]:
 class _Backend:
     """Presses and releases keys by name; may check names up front and listen for the pause key."""
 
+    name = "none"
+
     def check(self, name: str) -> None:
         """Raise a UserError for a key name this backend cannot press."""
 
@@ -64,6 +70,8 @@ class _Backend:
 
 
 class _Pynput(_Backend):
+    name = "pynput"
+
     def __init__(self) -> None:
         try:
             from pynput import keyboard
@@ -112,12 +120,14 @@ class _Pynput(_Backend):
 
 
 class _Xdotool(_Backend):
-    def __init__(self) -> None:
+    def __init__(self, display: str | None = None) -> None:
         if not shutil.which("xdotool"):
             raise UserError("keys.backend=xdotool needs the xdotool program (apt-get install xdotool)")
+        self.env = {**os.environ, "DISPLAY": display} if display else None
+        self.name = f"xdotool on {display}" if display else "xdotool"
 
     def _run(self, action: str, name: str) -> None:
-        subprocess.run(["xdotool", action, XDOTOOL_NAMES.get(name, name)], check=True, timeout=5)
+        subprocess.run(["xdotool", action, KEYSYMS.get(name, name)], check=True, timeout=5, env=self.env)
 
     def press(self, name: str) -> None:
         self._run("keydown", name)
@@ -126,8 +136,49 @@ class _Xdotool(_Backend):
         self._run("keyup", name)
 
 
+class _XTest(_Backend):
+    """Key events through the X server's XTest extension (python-xlib), on the display named."""
+
+    def __init__(self, display: str) -> None:
+        try:
+            from Xlib import XK, X
+            from Xlib import display as xdisplay
+            from Xlib.ext import xtest
+        except ImportError:
+            raise UserError(f"pressing keys on display {display} needs python-xlib (pip install python-xlib)") from None
+        try:
+            self.display = xdisplay.Display(display)
+        except Exception as e:  # Xlib raises its own DisplayError family
+            raise UserError(f"cannot open the display {display} to press keys: {e}") from None
+        self.X, self.XK, self.xtest = X, XK, xtest
+        self.name = f"xtest on {display}"
+
+    def _code(self, name: str) -> int:
+        code = self.display.keysym_to_keycode(self.XK.string_to_keysym(KEYSYMS.get(name, name)))
+        if not code:
+            raise UserError(f"unknown key '{name}' (names: a single character, or up, down, left, right, space, enter, "
+                            "esc, shift, ctrl, alt, tab)")
+        return code
+
+    def check(self, name: str) -> None:
+        self._code(name)
+
+    def press(self, name: str) -> None:
+        self.xtest.fake_input(self.display, self.X.KeyPress, self._code(name))
+        self.display.sync()
+
+    def release(self, name: str) -> None:
+        self.xtest.fake_input(self.display, self.X.KeyRelease, self._code(name))
+        self.display.sync()
+
+    def close(self) -> None:
+        self.display.close()
+
+
 
 class _DryRun(_Backend):
+    name = "dry run"
+
     def __init__(self, out=None) -> None:
         self.out = out or sys.stdout
 
@@ -139,11 +190,16 @@ class _DryRun(_Backend):
 
 
 
-def make_backend(cfg: KeysConfig):
+def make_backend(cfg: KeysConfig, display: str | None = None):
+    """The backend `cfg` asks for; keys for a `display` other than $DISPLAY go through XTest there (pynput's X11
+    keys reach $DISPLAY only), or xdotool told that display."""
     if cfg.dry_run:
         return _DryRun()
+    elsewhere = display and display != os.environ.get("DISPLAY") and sys.platform.startswith("linux")
     if cfg.backend == "xdotool":
-        return _Xdotool()
+        return _Xdotool(display if elsewhere else None)
+    if cfg.backend == "xtest" or elsewhere:
+        return _XTest(display or os.environ.get("DISPLAY", ""))
     if cfg.backend == "pynput":
         return _Pynput()
     try:
@@ -159,10 +215,10 @@ class KeySink(Sink):
 
     acts = True
 
-    def __init__(self, classes: list[str], cfg: KeysConfig | None = None, backend=None) -> None:
+    def __init__(self, classes: list[str], cfg: KeysConfig | None = None, backend=None, display: str | None = None) -> None:
         cfg = cfg or KeysConfig()
         self.keys = key_map(classes, cfg)
-        self.backend = backend or make_backend(cfg)
+        self.backend = backend or make_backend(cfg, display)
         for name in sorted({k for keys in self.keys.values() for k in keys}):
             self.backend.check(name)
         self.held: set[str] = set()
@@ -218,4 +274,5 @@ class KeySink(Sink):
 
     def summary(self) -> dict:
         p50, p99 = self.latency_ms.percentiles(50, 99)
-        return {"presses": self.presses, "releases": self.releases, "key_latency_ms_p50": p50, "key_latency_ms_p99": p99}
+        return {"presses": self.presses, "releases": self.releases, "key_latency_ms_p50": p50, "key_latency_ms_p99": p99,
+                "keys_backend": self.backend.name}

@@ -177,7 +177,7 @@ class AleGame(Source):
         self._image = image
         lo, hi = self.delay
         self.next_delay = lo if lo == hi else int(self._timing_rng.integers(lo, hi + 1))  # for the action on this frame
-        return self._frame(image, first=first)
+        return self._frame(image, first=first, reward=self.reward)
 
     def _advance(self) -> tuple[np.ndarray, bool]:
         """One game step with the action in effect; at an episode's end, the next episode's first frame."""

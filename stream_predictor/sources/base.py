@@ -14,6 +14,7 @@ class Frame:
     t_capture: float  # time.monotonic() when the frame was read
     image: np.ndarray  # BGR uint8 (H, W, 3)
     first: bool = False  # the first frame of an episode or after a gap: recurrent state restarts here
+    reward: float = 0.0  # a game's score change over the step(s) that led to this frame
 
 
 class Source:
@@ -35,8 +36,8 @@ class Source:
     def __init__(self) -> None:
         self._seq = 0
 
-    def _frame(self, image: np.ndarray, first: bool = False) -> Frame:
-        frame = Frame(self._seq, time.monotonic(), image, first or self._seq == 0)
+    def _frame(self, image: np.ndarray, first: bool = False, reward: float = 0.0) -> Frame:
+        frame = Frame(self._seq, time.monotonic(), image, first or self._seq == 0, reward)
         self._seq += 1
         return frame
 

@@ -27,9 +27,9 @@ from ..errors import ReadError, SourceError
 from .base import Frame, Source
 
 
-def check_display() -> None:
-    """Fail with one clear line where no screen can be captured."""
-    if sys.platform.startswith("linux"):
+def check_display(display: str = "") -> None:
+    """Fail with one clear line where no screen can be captured (`display`: an X display's name, else $DISPLAY)."""
+    if sys.platform.startswith("linux") and not display:
         if os.environ.get("XDG_SESSION_TYPE") == "wayland" and not os.environ.get("DISPLAY"):
             raise SourceError("screen capture needs X11; this is a Wayland session without XWayland (DISPLAY unset)")
         if not os.environ.get("DISPLAY"):
@@ -37,16 +37,18 @@ def check_display() -> None:
 
 
 class Screen(Source):
-    """A live source. Each thread that reads gets its own mss instance, as mss requires."""
+    """A live source. Each thread that reads gets its own mss instance, as mss requires. `display` names the X display
+    to capture (default: $DISPLAY)."""
 
     live = True
 
     def __init__(self, region: tuple[int, int, int, int] | None = None, monitor: int = 1, fps: float = 0.0,
-                 window: str = "", sync: bool = False) -> None:
+                 window: str = "", sync: bool = False, display: str = "") -> None:
         super().__init__()
         if sync and not fps > 0:
             raise SourceError("screen capture with sync=1 needs the game's rate as fps=N")
-        check_display()
+        check_display(display)
+        self.display = display or os.environ.get("DISPLAY", "")
         import mss  # optional at import time: only screen capture needs it
 
         self._mss_module = mss
@@ -58,7 +60,7 @@ class Screen(Source):
             raise SourceError(f"monitor {monitor} does not exist; this display has {len(monitors) - 1} (0: all of them)")
         self.window = window
         if window:
-            monitor, region = 0, find_window(window, monitors[0])
+            monitor, region = 0, find_window(window, monitors[0], self.display)
         mon = monitors[monitor]
         if region is None:
             self.box = {"left": mon["left"], "top": mon["top"], "width": mon["width"], "height": mon["height"]}
@@ -82,9 +84,9 @@ class Screen(Source):
         if sct is None:
             try:
                 factory = getattr(self._mss_module, "MSS", None) or self._mss_module.mss  # MSS since mss 10
-                sct = self._local.sct = factory()
+                sct = self._local.sct = factory(**({"display": self.display} if sys.platform.startswith("linux") else {}))
             except Exception as e:  # mss raises its own ScreenShotError and Xlib errors
-                raise SourceError(f"cannot open the display {os.environ.get('DISPLAY')}: {e}") from None
+                raise SourceError(f"cannot open the display {self.display}: {e}") from None
             self._all.append(sct)
         return sct
 
@@ -122,7 +124,7 @@ class Screen(Source):
     def reopen(self) -> None:
         self._local.sct = None
         if self.window:  # it may have moved; the size stays what the ring was made for
-            x, y, _, _ = find_window(self.window, self._sct().monitors[0])
+            x, y, _, _ = find_window(self.window, self._sct().monitors[0], self.display)
             self.box = {**self.box, "left": x, "top": y}
 
     def close(self) -> None:
@@ -131,21 +133,26 @@ class Screen(Source):
         self._all.clear()
 
 
-def find_window(title: str, screen: dict) -> tuple[int, int, int, int]:
-    """(x, y, w, h) on the virtual screen of the largest visible window whose title matches `title` (a regex), via xdotool."""
+def find_window(title: str, screen: dict, display: str = "") -> tuple[int, int, int, int]:
+    """(x, y, w, h) on the virtual screen of the largest visible window whose title matches `title` (a regex), via
+    xdotool, on `display` (default: $DISPLAY)."""
     if not sys.platform.startswith("linux"):
         raise SourceError("window:TITLE works on X11 (through xdotool); on this platform give its region as screen:x,y,w,h")
     if not shutil.which("xdotool"):
         raise SourceError("window:TITLE needs the xdotool program (apt-get install xdotool)")
-    found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", title], capture_output=True, text=True, timeout=5)
+    display = display or os.environ.get("DISPLAY", "")
+    env = {**os.environ, "DISPLAY": display}
+    found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", title], capture_output=True, text=True,
+                           timeout=5, env=env)
     boxes = []
     for wid in found.stdout.split():
-        geometry = subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid], capture_output=True, text=True, timeout=5)
+        geometry = subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid], capture_output=True, text=True,
+                                  timeout=5, env=env)
         g = dict(re.findall(r"^(\w+)=(-?\d+)$", geometry.stdout, re.M))
         if {"X", "Y", "WIDTH", "HEIGHT"} <= set(g):
             boxes.append(tuple(int(g[k]) for k in ("X", "Y", "WIDTH", "HEIGHT")))
     if not boxes:
-        raise SourceError(f"no visible window with a title matching '{title}' on display {os.environ.get('DISPLAY')}")
+        raise SourceError(f"no visible window with a title matching '{title}' on display {display}")
     x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
     # Clip to the screen: mss cannot grab outside it.
     x0, y0 = max(x, screen["left"]), max(y, screen["top"])
