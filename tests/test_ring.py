@@ -103,3 +103,19 @@ def test_skipped_episode_start_still_marks_first():
 def test_ring_needs_two_slots():
     with pytest.raises(ValueError):
         FrameRing(1)
+
+
+def test_a_games_rewards_are_handed_over_with_the_frames_skipped_ones_included():
+    """Each frame handed over carries the reward since the previous hand-over: in a lossy ring the rewards of the
+    frames it skipped are added in, so a reader never loses a point."""
+    ring = FrameRing(3)
+    rewards = [0.0, 1.0, 0.0, -1.0, 2.0, 0.0, 1.0]
+    got, last = [], -1
+    for i, r in enumerate(rewards):
+        ring.write(Frame(i, time.monotonic(), np.zeros((4, 4, 3), np.uint8), i == 0, r))
+        if i in (1, 4, 6):  # the reader comes late: 0, 2, 3 and 5 are skipped
+            f = ring.wait_newer(last, timeout=1)
+            got.append((f.seq, f.skipped, f.reward))
+            last = f.seq
+    assert got == [(1, 1, 1.0), (4, 2, 1.0), (6, 1, 1.0)]
+    assert sum(r for *_, r in got) == sum(rewards)
