@@ -74,12 +74,14 @@ def test_recomputed_log_probs_and_values_equal_the_rollout(tmp_path, encoder):
     """Before any gradient step, the update's BPTT from the stored start state gives what the engine's stepping gave."""
     t, rollouts = _tuner(tmp_path, f"tune.encoder={encoder}")
     try:
-        rollouts.next(48)  # a second rollout starts from a carried state
+        before = rollouts.next(48)  # a second rollout starts from a carried state
         ro = rollouts.next(48)
     finally:
         rollouts.close()
     assert ro.first[:, 1:].any()  # 30-step episodes: each game restarts inside the rollout, its state reset there
     assert ro.state0[0].abs().sum() > 0  # and the rollout began mid-episode, from a carried state
+    # the tick after a rollout completes it (its values are the frames-after values) and is the next one's first step
+    assert torch.equal(before.last_value, ro.values[:, 0])
     with torch.no_grad():
         _, logp, values = recompute(t.ac, ro, slice(None), encoder == "train")
     assert (logp - ro.logp).abs().max() <= 1e-5
