@@ -90,7 +90,7 @@ class GameWindow:
         if self.image is None:
             self.image = self.tk.PhotoImage(width=w, height=h)
             self.label.configure(image=self.image)
-        self.image.configure(data=ppm, format="PPM")  # one image, new pixels: 0.5 ms, where a new image took 6 ms
+        self.image.configure(data=ppm, format="PPM")  # one image given new pixels, not a new image (docs/realtime.md)
         self.root.update_idletasks()  # and draw it now, not when Tk is next idle (docs/realtime.md)
 
     def _write_log(self, t: float, t_drawn: float, action: int, bgr: np.ndarray) -> None:
