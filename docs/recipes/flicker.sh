@@ -7,12 +7,13 @@
 #   tune [FRAMES]   the same PPO from each: runs/flick/f_rl, n_rl (400k frames; resumes; games on seeds 1,100,000 up)
 #   more [FRAMES]   3 more DAgger rounds (runs/flick/f6), then the same PPO from it: runs/flick/f6_rl (the shipped agent)
 #   encoder [FRAMES] from the agent `more` made (f6_rl; as shipped before, also in git: 4053599), PPO with the CNN
-#                   trained too (tune.encoder=train), 150k frames: the shipped weights are its 150k snapshot
+#                   trained too (tune.encoder=train), 150k frames: its 150k snapshot was shipped at 6841639
 #                   (runs/flick/enc_rl.run/frames_000149504.safetensors)
 #   long [FRAMES]   from the agent `encoder` made (shipped at 6841639), the same PPO with the CNN trained, longer: 1M
 #                   frames, the anchor to the start annealed (KL 0.05, half-life 300k), a snapshot every 100k
-#                   (runs/flick/long.run/frames_*.safetensors; resumes where it stopped)
-#   select DIR      each snapshot in DIR plays seeds 4000-4009 (full games): choose there
+#                   (runs/flick/long.run/frames_*.safetensors; resumes where it stopped). The shipped weights are
+#                   its last snapshot, runs/flick/long.run/frames_000999424.safetensors
+#   select DIR [SEED] each snapshot in DIR plays seeds SEED.. +9 (4000; full games): choose there (4000 and 4010 for long)
 #   report WEIGHTS  30 games on seeds never used for training or choosing: 7000-7014 and 9000-9014
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,9 +62,9 @@ long)
     git show 6841639:weights/flickering_pong.safetensors > runs/flick/long_start.safetensors
   tune runs/flick/long_start.safetensors runs/flick/long.safetensors "${2:-1000000}" ;;
 select)
-  for w in "$2"/frames_*.safetensors; do echo "$w $(play "$w" 10 4000)"; done ;;
+  for w in "$2"/frames_*.safetensors; do echo "$w $(play "$w" 10 "${3:-4000}")"; done ;;
 report)
   for seed in 7000 9000; do play "$2" 15 $seed; done ;;
 *)
-  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | long [FRAMES] | select DIR | report WEIGHTS" >&2; exit 2 ;;
+  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | long [FRAMES] | select DIR [SEED] | report WEIGHTS" >&2; exit 2 ;;
 esac
