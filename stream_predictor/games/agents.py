@@ -84,16 +84,17 @@ def action_table(game: AleGame, classes: list[str]) -> list[int]:
 
 
 class ActionSink(Sink):
-    """Presses the game's action for each tick's class; finished once `episodes` episodes are over."""
+    """Presses the game's action for each tick's class; finished once `episodes` episodes are over (None: never, the
+    run ends otherwise)."""
 
     acts = True
 
-    def __init__(self, game: AleGame, classes: list[str], episodes: int) -> None:
+    def __init__(self, game: AleGame, classes: list[str], episodes: int | None = None) -> None:
         self.game, self.episodes = game, episodes
         self.action_of = action_table(game, classes)
 
     def __call__(self, tick: Tick) -> None:
-        if len(self.game.episode_returns) >= self.episodes:
+        if self.episodes is not None and len(self.game.episode_returns) >= self.episodes:
             self.finished = True
             return
         self.game.act(self.action_of[tick.class_id])

@@ -151,7 +151,7 @@ def _record_game(cfg: Config, game: AleGame, labeller: Labeller, policy: Agent |
     if policy is not None and isinstance(labeller, ExpertLabeller):  # DAgger: the expert decides beside the model
         player = LabelledAgent(policy, labeller.expert)
     sinks = [LabelledRecording(writer, labeller, policy is None, window, progress, cfg.record),
-             ActionSink(game, labeller.classes, episodes=2**62)]
+             ActionSink(game, labeller.classes)]
     with Predictor.from_config(player, cfg, game, sinks) as predictor:
         predictor.run()
 

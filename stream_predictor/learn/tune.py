@@ -91,7 +91,7 @@ def open_games(specs: list[str], cfg: Config, classes: list[str], seeds: list[in
         for g in games:
             g.close()
         raise
-    return games, [[ActionSink(g, classes, episodes=2**62)] for g in games]
+    return games, [[ActionSink(g, classes)] for g in games]
 
 
 def finished_returns(games: list[AleGame]) -> list[tuple[int, float]]:
@@ -284,7 +284,7 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     # each game has its own seeds (episode e of game g: seed + 10,000·g + e); after a resume they move on
     seeds = [tc.seed + 10_000 * (rank * tc.envs + i) + t.updates for i in range(tc.envs)]
     games, sinks = open_games(specs, cfg, model.classes, seeds)
-    agent = SamplingAgent(model.eval(), lambda h: ac.value(h), cfg, tc.envs, t.gen, memory, tc.encoder == "train")
+    agent = SamplingAgent(model.eval(), ac.value, cfg, tc.envs, t.gen, memory, tc.encoder == "train")
     rollouts = Rollouts(agent, games, sinks, cfg, tc.threads)
     if resumed and rank == 0:
         print(f"resumed from {t.run_dir / 'checkpoint.safetensors'} at {t.frames:,} frames (update {t.updates}); "

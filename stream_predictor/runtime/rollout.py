@@ -90,13 +90,13 @@ class SamplingAgent(Agent):
             state = tuple(s.clone() for s in self.engine.state)
             self.engine.submit(images, resets.numpy())
             log_probs = F.log_softmax(self.engine.logits, -1)
-            actions = torch.multinomial(log_probs.exp(), 1, generator=self.gen).squeeze(-1)
+            probs = log_probs.exp()
+            actions = torch.multinomial(probs, 1, generator=self.gen).squeeze(-1)
             self.steps.append(Step(
                 state, (self.engine.x if self.keep_pixels else self.engine.features).clone(), resets, episode_start,
                 actions, log_probs.gather(-1, actions[:, None]).squeeze(-1),
                 self.value(self.engine.state[0][-1]).squeeze(-1).clone()))
-            probs = log_probs.exp().numpy()
-        return [Decision(int(a), p) for a, p in zip(actions, probs)]
+        return [Decision(int(a), p) for a, p in zip(actions, probs.numpy())]
 
     def rewarded(self, rewards: list[float]) -> None:
         """The rewards that arrived with the frames of the last tick (what the tick before earned)."""
