@@ -73,6 +73,9 @@ class ModelConfig:
     layers: Annotated[int, R(1, 16)] = 1  # recurrent layers
     dropout: Annotated[float, R(0, 0.99)] = 0.0  # dropout between recurrent layers (training only)
     classes: list[str] = field(default_factory=lambda: ["left", "straight", "right"])  # ordered class names
+    # the class pressed on the previous tick (one-hot, none at an episode start) goes into the LSTM beside the frame's
+    # features: the model sees what it did, and so how late its actions land (stateful models only)
+    prev_action: bool = False
 
 
 @dataclass(slots=True)
@@ -141,6 +144,10 @@ class TrainConfig:
     balance: Literal["none", "weighted"] = "weighted"  # class-weighted loss against imbalance
     augment: bool = True  # brightness/contrast jitter and small shifts, the same across a window
     mirror: list[str] = field(default_factory=list)  # label pairs swapped by a horizontal flip, e.g. [left:right]; [] never mirrors
+    # Privileged targets (0: off): a head on the LSTM's output learns the game's recorded state (state.csv: Pong's
+    # ball and paddles) and its change since the previous frame, with this weight beside the class loss. Training
+    # only: the head is not in the weights, and the model's input stays the frames
+    state_weight: Annotated[float, R(0, 1000)] = 0.0
     val_fraction: Annotated[float, R(0, 0.9)] = 0.2  # fraction of sessions held out for validation (by session, never by frame)
     windows_per_epoch: Annotated[int, R(0, 10**12)] = 0  # windowed: windows drawn per epoch (0: frames / seq_len)
     seed: Annotated[int, R(0, 2**31 - 1)] = 0  # seeds sampling, augmentation and initialisation

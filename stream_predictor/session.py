@@ -5,6 +5,10 @@ session_dir/
   meta.yaml     source, fps, width, height, classes (ordered), created, frames, segment_frames,
                 episode_starts (frames where a new episode begins: the recurrent state restarts there)
   labels.csv    frame,label          one row per frame; label is a class name from meta.yaml
+  pressed.csv   frame,pressed        optional (`record` writes it): the class the player pressed on the frame, which differs
+                                     from the label where a model played and the expert labelled; without it, the labels
+  state.csv     frame,NAME,…         optional: what the game's RAM says on each frame (a game's `state`, e.g. Pong's ball
+                                     and paddles): privileged targets for training only, never a model's input
   video/        000000.avi, 000001.avi, …   each a few seconds, each readable on its own
 ```
 
@@ -42,6 +46,38 @@ def check_new_session(out: str | Path) -> None:
         raise UserError(f"{d} already holds a session; choose a new --out")
 
 
+class _Rows:
+    """A CSV beside labels.csv with one row per frame, written segment by segment just before the segment's labels
+    (which commit it), and cut back with them if a segment fails."""
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self.path, self.pending = path, []
+        self.file = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+        self.file.write(",".join(["frame", *header]) + "\n")
+        self.at = self.file.tell()  # the end of the finished segments' rows
+
+    def write(self, start: int, count: int) -> None:
+        for i, row in enumerate(self.pending[:count]):
+            self.file.write(f"{start + i},{row}\n")
+        self.file.flush()
+        self.pending = []
+
+    def commit(self) -> None:
+        """The segment's labels are written: its rows stay."""
+        self.at = self.file.tell()
+
+    def restore(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass  # its buffer could not be flushed; the truncation below drops whatever part of it reached the disk
+        os.truncate(self.path, self.at)
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
 class SessionWriter:
     """Append labelled frames (BGR uint8 (H, W, 3)) to a new session directory."""
 
@@ -62,15 +98,24 @@ class SessionWriter:
         self._failed = False  # a full disk (or another error) ended the recording
         self._labels = open(self.dir / "labels.csv", "w", newline="")  # noqa: SIM115 - closed in close()
         self._labels.write("frame,label\n")
+        self._rows = {"pressed": _Rows(self.dir / "pressed.csv", ["pressed"])}  # state.csv joins at the first state
         self._flush_meta()
 
     def _seg_path(self, tmp: bool) -> Path:
         return self.dir / "video" / f"{self._segment:06d}{'.tmp' if tmp else ''}.avi"
 
-    def add(self, image: np.ndarray, label: str, first: bool = False) -> None:
-        """Append one BGR uint8 (H, W, 3) frame; `first` marks the start of a new episode."""
-        if label not in self.classes:
-            raise ValueError(f"label {label!r} is not one of {self.classes}")
+    def add(self, image: np.ndarray, label: str, first: bool = False, pressed: str | None = None,
+            state: dict[str, float] | None = None) -> None:
+        """Append one BGR uint8 (H, W, 3) frame; `first` marks the start of a new episode; `pressed`: the class the
+        player pressed on it, where that is not the label; `state`: the game's privileged state on it (state.csv: the
+        same names on every frame)."""
+        pressed = label if pressed is None else pressed
+        if label not in self.classes or pressed not in self.classes:
+            raise ValueError(f"label {label!r} or pressed {pressed!r} is not one of {self.classes}")
+        if state is not None and "state" not in self._rows:
+            if self.frames + len(self._pending):
+                raise ValueError("a game state must come with every frame, from the first")
+            self._rows["state"] = _Rows(self.dir / "state.csv", list(state))
         if self._failed:
             raise UserError(f"{self.dir}: the recording stopped after an error; nothing more is written")
         h, w = image.shape[:2]
@@ -90,6 +135,9 @@ class SessionWriter:
         # The label first, then the frame: a Ctrl-C/SIGTERM between the two leaves one label too many, which
         # _finish_segment trims by the frames actually in the file; never a frame without its label.
         self._pending.append(label)
+        self._rows["pressed"].pending.append(pressed)
+        if "state" in self._rows:
+            self._rows["state"].pending.append(",".join(f"{v:g}" for v in (state or {}).values()))
         self._writer.write(image)
         if len(self._pending) >= self.segment_frames:
             self._finish_segment()
@@ -119,11 +167,15 @@ class SessionWriter:
             self._starts = [i for i in self._starts if i < self.frames + written]
             tmp.replace(self._seg_path(False))
             try:
+                for rows in self._rows.values():  # before the labels, which commit the segment
+                    rows.write(self.frames, len(self._pending))
                 for i, label in enumerate(self._pending):
                     self._labels.write(f"{self.frames + i},{label}\n")
                 self._labels.flush()
                 os.fsync(self._labels.fileno())
                 self.frames += len(self._pending)
+                for rows in self._rows.values():
+                    rows.commit()
                 self.meta["episode_starts"] += self._starts
                 self._flush_meta()
             except BaseException:
@@ -141,12 +193,15 @@ class SessionWriter:
         self._segment += 1
 
     def _restore_labels(self, size: int) -> None:
-        """labels.csv back to its rows of finished segments (a partly written row would break loading)."""
+        """labels.csv (and the files beside it) back to their rows of finished segments (a partly written row would
+        break loading)."""
         try:
             self._labels.close()
         except OSError:
             pass  # its buffer could not be flushed; the truncation below drops whatever part of it reached the disk
         os.truncate(self.dir / "labels.csv", size)
+        for rows in self._rows.values():
+            rows.restore()
 
     def _flush_meta(self) -> None:
         self.meta["frames"] = self.frames
@@ -160,6 +215,8 @@ class SessionWriter:
             self._finish_segment()
         if not self._labels.closed:
             self._labels.close()
+        for rows in self._rows.values():
+            rows.close()
 
     def __enter__(self) -> SessionWriter:
         return self
@@ -174,9 +231,12 @@ class Session:
     meta: dict
     classes: list[str]
     labels: np.ndarray  # (N,) int64 class index per frame
+    pressed: np.ndarray  # (N,) int64 the class pressed on each frame (pressed.csv; the labels where there is none)
     segments: list[Path]  # video files, in order
     fps: float
     episode_starts: list[int]  # frames that begin an episode (always 0)
+    state: np.ndarray | None = None  # (N, S) float32: the game's state per frame (state.csv), if recorded
+    state_names: list[str] | None = None  # its columns
 
     @property
     def frames(self) -> int:
@@ -205,21 +265,7 @@ def load_session(path: str | Path) -> Session:
     labels_file = d / "labels.csv"
     if not labels_file.is_file():
         raise UserError(f"{d} is not a session: labels.csv is missing")
-    labels = []
-    with open(labels_file, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != ["frame", "label"]:
-            raise UserError(f"{labels_file}: the first row must be 'frame,label', got {header}")
-        for row_no, row in enumerate(reader, start=2):
-            if len(row) != 2:
-                raise UserError(f"{labels_file}, row {row_no}: expected 'frame,label', got {row}")
-            frame, label = row
-            if not frame.strip().isdigit() or int(frame) != len(labels):
-                raise UserError(f"{labels_file}, row {row_no}: frame {frame!r} should be {len(labels)} (one row per frame, in order)")
-            if label not in index:
-                raise UserError(f"{labels_file}, row {row_no}: unknown label {label!r}; classes are {classes}")
-            labels.append(index[label])
+    labels = _class_column(labels_file, "label", index)
     if not labels:
         raise UserError(f"{labels_file}: no labelled frames")
     segments = sorted((d / "video").glob(SEGMENT_GLOB)) if (d / "video").is_dir() else []
@@ -238,7 +284,57 @@ def load_session(path: str | Path) -> Session:
     if not isinstance(starts, list) or not all(isinstance(i, int) and 0 <= i for i in starts):
         raise UserError(f"{d / 'meta.yaml'}: 'episode_starts' must be a list of frame numbers")
     starts = sorted({0, *(i for i in starts if i < len(labels))})
-    return Session(d, meta, classes, np.asarray(labels, np.int64), segments, float(meta.get("fps") or 30.0), starts)
+    pressed = labels
+    if (d / "pressed.csv").is_file():
+        pressed = _class_column(d / "pressed.csv", "pressed", index)
+        if len(pressed) < len(labels):
+            raise UserError(f"{d / 'pressed.csv'} has {len(pressed)} rows, fewer than the {len(labels)} of labels.csv")
+        pressed = pressed[: len(labels)]
+    state, names = _state_rows(d / "state.csv", len(labels)) if (d / "state.csv").is_file() else (None, None)
+    return Session(d, meta, classes, np.asarray(labels, np.int64), np.asarray(pressed, np.int64), segments,
+                   float(meta.get("fps") or 30.0), starts, state, names)
+
+
+def _state_rows(path: Path, frames: int) -> tuple[np.ndarray, list[str]]:
+    """state.csv: (frames, S) float32 and the S names; a UserError names the row of any problem."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or header[0] != "frame" or len(header) < 2:
+            raise UserError(f"{path}: the first row must be 'frame,NAME,…', got {header}")
+        rows = []
+        for row_no, row in enumerate(reader, start=2):
+            if len(rows) == frames:
+                break
+            try:
+                if len(row) != len(header) or int(row[0]) != len(rows):
+                    raise ValueError
+                rows.append([float(v) for v in row[1:]])
+            except ValueError:
+                raise UserError(f"{path}, row {row_no}: expected frame {len(rows)} and {len(header) - 1} numbers, got {row}") from None
+    if len(rows) < frames:
+        raise UserError(f"{path} has {len(rows)} rows, fewer than the {frames} of labels.csv")
+    return np.asarray(rows, np.float32), header[1:]
+
+
+def _class_column(path: Path, column: str, index: dict[str, int]) -> list[int]:
+    """The class ids of a `frame,<column>` CSV, one row per frame in order; a UserError names the row of any problem."""
+    out = []
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != ["frame", column]:
+            raise UserError(f"{path}: the first row must be 'frame,{column}', got {header}")
+        for row_no, row in enumerate(reader, start=2):
+            if len(row) != 2:
+                raise UserError(f"{path}, row {row_no}: expected 'frame,{column}', got {row}")
+            frame, name = row
+            if not frame.strip().isdigit() or int(frame) != len(out):
+                raise UserError(f"{path}, row {row_no}: frame {frame!r} should be {len(out)} (one row per frame, in order)")
+            if name not in index:
+                raise UserError(f"{path}, row {row_no}: unknown {column} {name!r}; classes are {list(index)}")
+            out.append(index[name])
+    return out
 
 
 class SessionFrames:
@@ -295,6 +391,15 @@ def kept_firsts(episode_starts: list[int], n: int, stride: int = 1) -> np.ndarra
     steps = -(-np.asarray(episode_starts, np.int64) // stride)
     firsts[steps[steps < len(firsts)]] = True
     return firsts
+
+
+def previous_pressed(session: Session, n: int, stride: int = 1) -> np.ndarray:
+    """(ceil(n / stride),) the class pressed just before each kept frame (frame i - 1 for frame i), -1 (none) where an
+    episode starts: what a model with `model.prev_action` reads beside each frame."""
+    kept = np.arange(0, n, stride)
+    prev = np.where(kept > 0, session.pressed[np.maximum(kept - 1, 0)], -1)
+    prev[kept_firsts(session.episode_starts, n, stride)] = -1
+    return prev
 
 
 def aligned_targets(session: Session, label_delay: int = 0, stride: int = 1) -> tuple[int, np.ndarray, np.ndarray]:

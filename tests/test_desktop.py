@@ -23,13 +23,14 @@ import pytest
 from stream_predictor import Predictor, UserError
 from stream_predictor.config import Config, KeysConfig, load_config
 from stream_predictor.errors import ConfigError
+from stream_predictor.model import save_model
 from stream_predictor.games.window import action_for
 from stream_predictor.session import load_session
 from stream_predictor.sinks import open_sink, open_sinks
 from stream_predictor.sinks.keys import KeySink, _DryRun, key_map
 from stream_predictor.sources import open_source
 
-from conftest import decode_all, sigint_default
+from conftest import decode_all, prev_action_model, sigint_default
 from test_predictor import model_for_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -419,12 +420,19 @@ def test_synced_screen_grabs_each_new_frame_once(monkeypatch):
     assert all(b > a for a, b in zip(seen, seen[1:])), seen  # each grab is a newer picture than the last
 
 
-def test_play_via_desktop_scores_from_the_game_log(xvfb, tmp_path):
-    """The whole desktop path under a private Xvfb: the game window at its own rate, capture, keys, the host's score."""
+@pytest.mark.parametrize("prev_action", [False, True], ids=["frames", "frames+previous action"])
+def test_play_via_desktop_scores_from_the_game_log(xvfb, tmp_path, prev_action):
+    """The whole desktop path under a private Xvfb: the game window at its own rate, capture, keys, the host's score.
+    A model that reads its previous action is told the key it pressed."""
     pytest.importorskip("ale_py")
+    weights = []
+    if prev_action:
+        save_model(prev_action_model(scale=0.5), tmp_path / "prev.safetensors")
+        weights = ["--weights", str(tmp_path / "prev.safetensors")]
     r = subprocess.run([sys.executable, str(ROOT / "run.py"), "play", "--via", "desktop", "--private-display",
                         "--source", "ale:Pong?max_episode_steps=120", "--episodes", "1", "--seed", "7", "--logs",
-                        str(tmp_path), "--json", "keys.backend=pynput"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                        str(tmp_path), "--json", "keys.backend=pynput", *weights], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     steps = [json.loads(line) for line in (tmp_path / "host.jsonl").read_text().splitlines()]
@@ -436,6 +444,7 @@ def test_play_via_desktop_scores_from_the_game_log(xvfb, tmp_path):
     assert 0 <= timing["seen_twice"] <= 1 and 0 <= timing["never_seen"] <= 1
     assert any(s["action"] != 0 for s in steps)  # the agent's keys reached the game
     assert result["keys_backend"] == f"xtest on {result['display']}"  # pynput presses on $DISPLAY only: XTest there
+    assert ("reads the previous action" in result["engine"]) == prev_action
     bad = subprocess.run([sys.executable, str(ROOT / "run.py"), "play", "--via", "desktop", "--expert"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -29,7 +29,7 @@ from stream_predictor.tools.bench import _pong_clip  # noqa: E402
 from stream_predictor.tools.triton import write_repository  # noqa: E402
 from stream_predictor.tools.triton_server import DEFAULT_ENV, TritonServer, _server_dir, free_port  # noqa: E402
 
-from conftest import ROOT, decode_all, sigint_default  # noqa: E402
+from conftest import ROOT, decode_all, prev_action_model, sigint_default  # noqa: E402
 from test_export import Frames  # noqa: E402
 
 PONG = ROOT / "weights" / "pong.safetensors"
@@ -84,6 +84,19 @@ def test_one_stream_over_a_real_clip_decides_as_the_model_in_process(server, cli
     print(f"classes equal {100 * same:.2f}%, max |Δ log p| {delta:.2g}")
     assert same >= 0.999 and delta < 1e-3
     assert "triton server" in summary["engine"] and summary["server_errors"] == 0 and summary["server_reconnects"] == 0
+
+
+def test_a_model_that_reads_its_previous_action_is_served_the_class_pressed(repository, clip):
+    """`prev` goes to the server with each tick: what the client's agent pressed on the one before (after smoothing),
+    so the served model decides as the in-process one does, hysteresis included."""
+    model = prev_action_model(scale=3.0)
+    repo = repository.parent / "prev"
+    write_repository(model, repo, "pong_prev", (210, 160), max_batch_size=16)
+    here, _ = probs_of(model, str(clip), load_config(overrides=["predict.backend=torch", "predict.hysteresis=0.3"]))
+    with TritonServer(repo, grpc_port=0, http_port=0) as s:
+        there, summary = probs_of(model, str(clip), triton_config(s.grpc_url, "predict.hysteresis=0.3"))
+    np.testing.assert_allclose(there, here, atol=1e-4)
+    assert "reads the previous action" in summary["engine"] and "pong_prev" in summary["engine"]
 
 
 @pytest.mark.parametrize("streams", [4, 16])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from stream_predictor.model import load_aux, load_model, save_model
 from stream_predictor.runtime import MultiPredictor
 from stream_predictor.runtime.agent import Agent, Decision
 
-from conftest import board_tags
+from conftest import board_tags, prev_action_model
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = str(ROOT / "weights" / "pong_bc.safetensors")  # the cloned agent, as tune starts from it
@@ -89,6 +90,24 @@ def test_recomputed_log_probs_and_values_equal_the_rollout(tmp_path, encoder):
     assert rollouts.agent.engine.path["encoder"] == "oneDNN prepacked" or not torch.backends.mkldnn.is_available()
     # a step ends its episode where the next frame starts one (30-step episodes: each game ends at least once)
     assert (ro.dones[:, :-1] == ro.first[:, 1:]).all() and (ro.dones.sum(1) >= 1).all()
+
+
+def test_a_model_that_reads_its_previous_action_is_told_the_class_it_sampled(tmp_path):
+    """With `model.prev_action`, each step reads the class sampled on the step before (none after a reset), and the
+    update's recomputation reads the same: log-probabilities and values equal the rollout's."""
+    save_model(prev_action_model(ROOT / "weights" / "pong_bc.safetensors", scale=3.0), tmp_path / "p.safetensors")
+    t, rollouts = _tuner(tmp_path, f"tune.init={tmp_path / 'p.safetensors'}")
+    try:
+        before, ro = rollouts.next(48), rollouts.next(48)
+    finally:
+        rollouts.close()
+    assert torch.equal(ro.prev[:, 0], torch.where(ro.first[:, 0], -1, before.actions[:, -1]))
+    assert torch.equal(ro.prev[:, 1:], torch.where(ro.first[:, 1:], -1, ro.actions[:, :-1]))
+    with torch.no_grad():
+        _, logp, values = recompute(t.ac, ro, slice(None), False)
+        _, blind, _ = recompute(t.ac, replace(ro, prev=torch.full_like(ro.prev, -1)), slice(None), False)
+    assert (logp - ro.logp).abs().max() <= 1e-5 and (values - ro.values).abs().max() <= 1e-5
+    assert (blind - ro.logp).abs().max() > 1e-3  # without the actions it would have decided otherwise
 
 
 def test_a_model_without_memory_decides_from_each_frame_alone(tmp_path):

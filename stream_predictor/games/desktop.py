@@ -162,7 +162,7 @@ def play_desktop(model: StreamModel, cfg: Config, game: str, episodes: int, seed
             "latency_ms_p99": summary["latency_ms_p99"], "skipped": summary["skipped"], "fps": summary["fps"],
             "key_latency_ms_p50": summary.get("key_latency_ms_p50"), "keys_backend": summary.get("keys_backend"),
             "timing": timing_report(steps, probe.rows, action_of),
-            "logs": str(out)}
+            **({"engine": summary["engine"]} if "engine" in summary else {}), "logs": str(out)}
 
 
 def timing_report(steps: list[dict], rows: list[tuple], action_of: list[int], horizon: int = 8) -> dict:

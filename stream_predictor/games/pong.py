@@ -14,6 +14,8 @@ now to it, leaving errors smaller than one press alone. Its parameters are `conf
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..config import ExpertConfig
@@ -29,6 +31,13 @@ def _reflect(y: float) -> float:
     span = BALL_BOTTOM - BALL_TOP
     y = (y - BALL_TOP) % (2 * span)
     return BALL_TOP + (y if y <= span else 2 * span - y)
+
+
+def pong_state(ram: np.ndarray) -> dict[str, float]:
+    """Where the ball and both paddles are (RAM units; the ball's nan while none is in play): privileged training targets."""
+    ball = bool(ram[54])
+    return {"ball_x": float(ram[49]) if ball else math.nan, "ball_y": float(ram[54]) if ball else math.nan,
+            "player_y": float(ram[51]), "enemy_y": float(ram[50])}
 
 
 def pong_expert(ram: np.ndarray, memory: dict, params: ExpertConfig) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import ExpertConfig
 from ..errors import UserError
-from .pong import PONG_ACTIONS, PONG_CLASSES, pong_expert
+from .pong import PONG_ACTIONS, PONG_CLASSES, pong_expert, pong_state
 
 # An expert: (the game's RAM, its own memory across steps, parameters) -> a class name.
 Expert = Callable[[np.ndarray, dict, ExpertConfig], str]
@@ -25,9 +25,11 @@ class Game:
     classes: tuple[str, ...]  # the decisions, in order
     actions: dict[str, int]  # class name -> the game's action
     expert: Expert
+    # what the RAM says of the game (e.g. where the ball is), recorded beside the frames as training-only targets
+    state: Callable[[np.ndarray], dict[str, float]] | None = None
 
 
-GAMES: dict[str, Game] = {"Pong": Game("Pong", tuple(PONG_CLASSES), dict(PONG_ACTIONS), pong_expert)}
+GAMES: dict[str, Game] = {"Pong": Game("Pong", tuple(PONG_CLASSES), dict(PONG_ACTIONS), pong_expert, pong_state)}
 
 
 def register_game(name: str, classes: list[str], actions: dict[str, int]) -> Callable[[Expert], Expert]:
@@ -51,6 +53,15 @@ def get_game(name: str) -> Game:
     if game is None:
         raise UserError(f"no expert for {name}; experts exist for: {', '.join(f'ale:{g}' for g in GAMES) or 'none'}")
     return game
+
+
+def state_reader(game) -> Callable[[], dict[str, float]] | None:
+    """For a game source (`AleGame`) of a registered game with a `state`: a function giving that state now, from its
+    RAM; None for anything else."""
+    known = GAMES.get(getattr(game, "name", "").removeprefix("ale:"))
+    if known is None or known.state is None or not hasattr(game, "ram"):
+        return None
+    return lambda: known.state(game.ram())
 
 
 def actions_for(name: str, classes: list[str]) -> list[int]:

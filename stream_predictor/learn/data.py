@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..model.io import weights_digest
 from ..model.preprocess import Preprocess
-from ..session import Session, SessionFrames, aligned_targets, load_session
+from ..session import Session, SessionFrames, aligned_targets, load_session, previous_pressed
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,12 @@ class Batch:
     targets: torch.Tensor  # (B, T) int64 class indices
     first: torch.Tensor  # (B, T) bool: the recurrent state restarts at this frame
     weight: torch.Tensor  # (B, T) float: how much each frame's loss counts (0: burn-in or padding)
+    prev: torch.Tensor  # (B, T) int64: the class pressed before the frame (-1: none), read with model.prev_action
+    state: torch.Tensor  # (B, T, S) float32: the game's state targets (`state_targets`; nan: none), S = 0 without
 
     def to(self, device: torch.device) -> Batch:
         return Batch(self.pixels.to(device, non_blocking=True), self.targets.to(device), self.first.to(device),
-                     self.weight.to(device))
+                     self.weight.to(device), self.prev.to(device), self.state.to(device))
 
 
 @dataclass
@@ -150,6 +152,8 @@ class Data:
     pixels: list[np.ndarray]  # each (N_i, C, h, w) uint8, possibly a strided view
     targets: list[np.ndarray]  # each (N_i,) int64
     firsts: list[np.ndarray]  # each (N_i,) bool: an episode starts at this frame (always the first)
+    prevs: list[np.ndarray]  # each (N_i,) int64: the class pressed just before the frame (-1 at episode starts)
+    states: list[np.ndarray]  # each (N_i, S) float32 state targets (`state_targets`; S = 0 for a session without state.csv)
     names: list[str]
     classes: list[str]
     sizes: list[tuple[int | None, int | None]] = field(default_factory=list)  # each session's (h, w), from meta.yaml
@@ -171,15 +175,30 @@ def load_data(dirs: list[str | Path], pre: Preprocess, cache_dir: str | Path, la
     for s in sessions[1:]:
         if s.classes != classes:
             raise UserError(f"sessions disagree on classes: {sessions[0].dir} has {classes}, {s.dir} has {s.classes}")
-    pixels, targets, firsts, keys = [], [], [], []
+    pixels, targets, firsts, prevs, states, keys = [], [], [], [], [], []
     for s in sessions:
         n, y, first = aligned_targets(s, label_delay, stride)
         pixels.append(cached_pixels(s, pre, cache_dir, progress)[:n:stride])
         targets.append(y)
         firsts.append(first)
+        prevs.append(previous_pressed(s, n, stride))
+        states.append(state_targets(s, n, stride, first))
         keys.append(f"{_cache_key(s, pre)}:{n}:{stride}")
-    return Data(pixels, targets, firsts, [str(s.dir) for s in sessions], classes,
+    return Data(pixels, targets, firsts, prevs, states, [str(s.dir) for s in sessions], classes,
                 [(s.meta.get("height"), s.meta.get("width")) for s in sessions], keys)
+
+
+def state_targets(session: Session, n: int, stride: int, firsts: np.ndarray) -> np.ndarray:
+    """(ceil(n / stride), 2S) for each kept frame: the session's recorded game state (state.csv, S columns) and its change
+    since the kept frame before (nan at an episode's first frame, and wherever a value is nan: e.g. no ball in play);
+    (…, 0) for a session without state.csv."""
+    if session.state is None:
+        return np.zeros((len(firsts), 0), np.float32)
+    values = session.state[:n:stride]
+    change = np.full_like(values, np.nan)
+    change[1:] = values[1:] - values[:-1]
+    change[firsts] = np.nan
+    return np.concatenate([values, change], 1)
 
 
 def episodes(first: np.ndarray) -> list[tuple[int, int]]:
@@ -197,6 +216,14 @@ def split_sessions(dirs: list[str], val_fraction: float, seed: int) -> tuple[lis
     order = np.random.default_rng(seed).permutation(len(dirs))
     n_val = min(len(dirs) - 1, max(1, round(len(dirs) * val_fraction)))
     return [dirs[i] for i in sorted(order[n_val:])], [dirs[i] for i in sorted(order[:n_val])]
+
+
+def _same_width(states: list[np.ndarray], join=np.concatenate) -> np.ndarray:
+    """Sessions' state targets joined (lanes) or stacked (windows: `join=np.stack`): all of one width, or none (width 0)
+    when some session has none (training asks for them only where every session has them)."""
+    if len({s.shape[-1] for s in states}) > 1:
+        states = [s[..., :0] for s in states]
+    return join(states).astype(np.float32)
 
 
 class WindowSampler:
@@ -226,14 +253,17 @@ class WindowSampler:
         picks = rng.choice(len(self.starts), size=n, replace=len(self.starts) < n)
         mine = picks[self.rank :: self.world]
         for b in range(len(self)):
-            xs, ys = [], []
+            xs, ys, ps, ss = [], [], [], []
             for i, s in self.starts[mine[b * self.B : (b + 1) * self.B]]:
                 xs.append(np.asarray(self.data.pixels[i][s : s + self.T]))
                 ys.append(self.data.targets[i][s : s + self.T])
+                ps.append(self.data.prevs[i][s : s + self.T])
+                ss.append(self.data.states[i][s : s + self.T])
             y = torch.from_numpy(np.stack(ys))
             first = torch.zeros(y.shape, dtype=torch.bool)
             first[:, 0] = True  # every window starts from zero state
-            yield Batch(torch.from_numpy(np.stack(xs)), y, first, torch.ones(y.shape))
+            yield Batch(torch.from_numpy(np.stack(xs)), y, first, torch.ones(y.shape), torch.from_numpy(np.stack(ps)),
+                        torch.from_numpy(_same_width(ss, np.stack)))
 
 
 class LaneSampler:
@@ -255,6 +285,8 @@ class LaneSampler:
         self.first = np.concatenate(data.firsts)
         self.first[self.offsets[:-1]] = True
         self.targets = np.concatenate(data.targets)
+        self.prevs = np.concatenate(data.prevs)
+        self.states = _same_width(data.states)
         n_lanes = lanes * world
         self.lane_len = max(seq_len, total // n_lanes)
         starts = np.arange(n_lanes) * self.lane_len
@@ -284,5 +316,6 @@ class LaneSampler:
             warm = self.first[lane0][:, None] | (since_start >= self.burn_in) | np.maximum.accumulate(self.first[idx], axis=1)
             weight = valid & warm
             pixels = self._frames(idx.reshape(-1)).reshape(*idx.shape, *self.pixels[0].shape[1:])
+            prev = np.where(first, -1, self.prevs[idx])  # none where the state restarts (also a lane's start)
             yield Batch(torch.from_numpy(pixels), torch.from_numpy(self.targets[idx]), torch.from_numpy(first),
-                        torch.from_numpy(weight.astype(np.float32)))
+                        torch.from_numpy(weight.astype(np.float32)), torch.from_numpy(prev), torch.from_numpy(self.states[idx]))

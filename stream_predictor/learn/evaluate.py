@@ -41,11 +41,12 @@ def evaluate(model: StreamModel, dirs: list[str], cfg: Config, png: str | Path |
         with Predictor(agent, SessionSource(d, stride=stride, frames=n), replay="lockstep", ring_size=cfg.source.ring_size,
                        threads=cfg.predict.threads, config=cfg) as p:
             stream_pred = np.array([t.class_id for t in p], np.int64)
-        # Offline: the same decisions computed in batches.
-        data = load_data([d], model.preproc, cfg.train.cache_dir, delay, stride, progress)
-        offline_pred = offline_logits(model, data.pixels[0], mode, window, data.firsts[0]).argmax(-1).cpu().numpy()
         if len(stream_pred) != len(targets):
             raise UserError(f"{d}: the Predictor gave {len(stream_pred)} ticks for {len(targets)} frames")
+        # Offline: the same decisions computed in batches (a model reading its previous action reads the stream's).
+        data = load_data([d], model.preproc, cfg.train.cache_dir, delay, stride, progress)
+        prev = np.where(firsts, -1, np.concatenate([[-1], stream_pred[:-1]])) if model.cfg.prev_action else None
+        offline_pred = offline_logits(model, data.pixels[0], mode, window, data.firsts[0], prev=prev).argmax(-1).cpu().numpy()
         c = confusion(targets, stream_pred, k)
         cm_stream += c
         cm_offline += confusion(targets, offline_pred, k)

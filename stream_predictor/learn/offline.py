@@ -16,26 +16,30 @@ from .data import encode_pixels, episodes
 
 @torch.inference_mode()
 def offline_logits(model: StreamModel, pixels: np.ndarray, mode: str, window: int, first: np.ndarray | None = None,
-                   batch: int = 256) -> torch.Tensor:
-    """(N, K) logits for every frame of one session; `first` (N,) marks episode starts, where the Predictor resets."""
-    return features_logits(model, encode_pixels(model, pixels, batch), mode, window, first, batch)
+                   batch: int = 256, prev: np.ndarray | None = None) -> torch.Tensor:
+    """(N, K) logits for every frame of one session; `first` (N,) marks episode starts, where the Predictor resets;
+    `prev` (N,): the class pressed before each frame (a model with `model.prev_action`; none without)."""
+    return features_logits(model, encode_pixels(model, pixels, batch), mode, window, first, batch, prev)
 
 
 @torch.inference_mode()
 def features_logits(model: StreamModel, feats: torch.Tensor | np.ndarray, mode: str, window: int,
-                    first: np.ndarray | None = None, batch: int = 256) -> torch.Tensor:
+                    first: np.ndarray | None = None, batch: int = 256, prev: np.ndarray | None = None) -> torch.Tensor:
     """`offline_logits` from the frames' features (N, D), e.g. cached ones of a frozen encoder."""
+    device = model.head.weight.device
     if isinstance(feats, np.ndarray):
-        feats = torch.from_numpy(np.array(feats)).to(model.head.weight.device)
-    if first is None:
-        return _decide(model, feats, mode, window, batch)
-    return torch.cat([_decide(model, feats[a:b], mode, window, batch) for a, b in episodes(first)])
+        feats = torch.from_numpy(np.array(feats)).to(device)
+    prev_t = torch.from_numpy(np.asarray(prev, np.int64)).to(device) if prev is not None else None
+    spans = episodes(first) if first is not None else [(0, len(feats))]
+    return torch.cat([_decide(model, feats[a:b], mode, window, batch, prev_t[a:b] if prev_t is not None else None)
+                      for a, b in spans])
 
 
-def _decide(model: StreamModel, feats: torch.Tensor, mode: str, window: int, batch: int) -> torch.Tensor:
+def _decide(model: StreamModel, feats: torch.Tensor, mode: str, window: int, batch: int,
+            prev: torch.Tensor | None = None) -> torch.Tensor:
     """One episode's (n, D) features → (n, K) logits, from zero state."""
     if mode == "stateful":
-        return model.temporal(feats[None])[0][0]
+        return model.temporal(feats[None], prev=prev[None] if prev is not None else None)[0][0]
     n = len(feats)
     out = [model.window(feats[None, : i + 1]) for i in range(min(window - 1, n))]  # warm-up: fewer than N frames
     if n >= window:

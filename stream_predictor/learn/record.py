@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,7 @@ import cv2
 from ..config import Config
 from ..errors import UserError
 from ..games.agents import ActionSink, action_table
+from ..games.registry import state_reader
 from ..model import load_model
 from ..runtime.agent import Agent, LabelledAgent
 from ..runtime.backends import model_agent
@@ -124,13 +126,14 @@ class RecordProgress:
 class LabelledRecording(Sink):
     """Each decided frame into the session with its label: the player's own decision, or the labeller's where a policy
     plays (DAgger); finished once the session is full or the preview window is closed. Before the action sink, so that
-    the expert labels the game as it is at this frame."""
+    the expert labels the game as it is at this frame, and `state` (the game's RAM state, for state.csv) reads it so."""
 
     needs_frames = True
 
     def __init__(self, writer: SessionWriter, labeller: Labeller, own_labels: bool, window: RecordingWindow | None,
-                 progress: RecordProgress, rc) -> None:
+                 progress: RecordProgress, rc, state: Callable[[], dict[str, float]] | None = None) -> None:
         self.writer, self.labeller, self.own, self.window, self.progress, self.rc = writer, labeller, own_labels, window, progress, rc
+        self.state = state
 
     def __call__(self, tick: Tick) -> None:
         if self.progress.full(self.rc):
@@ -140,7 +143,7 @@ class LabelledRecording(Sink):
         if self.window is not None and not self.window.show(tick.image, None, label):
             self.finished = True
             return
-        self.writer.add(tick.image, label, tick.first)
+        self.writer.add(tick.image, label, tick.first, tick.class_name, self.state() if self.state else None)
         self.progress.add(label, tick.skipped)
 
 
@@ -150,7 +153,7 @@ def _record_game(cfg: Config, game: AleGame, labeller: Labeller, policy: Agent |
     player = policy if policy is not None else labeller.expert
     if policy is not None and isinstance(labeller, ExpertLabeller):  # DAgger: the expert decides beside the model
         player = LabelledAgent(policy, labeller.expert)
-    sinks = [LabelledRecording(writer, labeller, policy is None, window, progress, cfg.record),
+    sinks = [LabelledRecording(writer, labeller, policy is None, window, progress, cfg.record, state_reader(game)),
              ActionSink(game, labeller.classes)]
     with Predictor.from_config(player, cfg, game, sinks) as predictor:
         predictor.run()

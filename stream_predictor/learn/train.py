@@ -65,10 +65,12 @@ def _device(name: str) -> torch.device:
 
 
 # --- pieces of one step ------------------------------------------------------------------------------
-def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, mirror: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, mirror: torch.Tensor | None,
+            prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Light augmentation of uint8-valued (B, T, C, h, w) pixels, the same for every frame of a window:
     brightness/contrast jitter, a shift of up to 4 pixels, and a horizontal mirror only when `mirror`
-    (K,) says what each class becomes in the mirrored picture."""
+    (K,) says what each class becomes in the mirrored picture (the targets `y` and the classes pressed before, `prev`,
+    -1 for none, mirrored with it)."""
     b = x.shape[0]
     x = x.float()
     contrast = 1 + (torch.rand(b, 1, 1, 1, 1, generator=gen) - 0.5) * 0.3
@@ -80,7 +82,9 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, mirror: torc
         flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
         x = torch.where(flip.view(b, 1, 1, 1, 1), x.flip(-1), x)
         y = torch.where(flip.view(b, 1), mirror.to(y.device)[y], y)
-    return x, y
+        if prev is not None:
+            prev = torch.where(flip.view(b, 1) & (prev >= 0), mirror.to(prev.device)[prev.clamp(min=0)], prev)
+    return x, y, prev
 
 
 def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
@@ -106,8 +110,8 @@ def evaluate_offline(model: StreamModel, data: Data, mode: str, window: int, fea
     cm = np.zeros((k, k), np.int64)
     loss, n = 0.0, 0
     decide = features_logits if features else offline_logits
-    for px, y, first in zip(data.pixels, data.targets, data.firsts):
-        logits = decide(model, px, mode, window, first).float().cpu()
+    for px, y, first, prev in zip(data.pixels, data.targets, data.firsts, data.prevs):
+        logits = decide(model, px, mode, window, first, prev=prev).float().cpu()
         loss += F.cross_entropy(logits, torch.from_numpy(y), reduction="sum").item()
         n += len(y)
         cm += confusion(y, logits.argmax(-1).numpy(), k)
@@ -189,6 +193,7 @@ class Run:
     features: tuple[Data, Data | None, WindowSampler | LaneSampler] | None = None  # cached features: train, val, sampler
     pixel_sampler: WindowSampler | LaneSampler | None = None
     encode_seconds: float = 0.0  # time spent encoding frames into the feature cache
+    state_norm: tuple[torch.Tensor, torch.Tensor] | None = None  # train.state_weight: the targets' mean and std
 
     @property
     def is_main(self) -> bool:
@@ -221,6 +226,19 @@ def mirror_table(pairs: list[str], classes: list[str]) -> torch.Tensor | None:
     return table
 
 
+def inputs_widened(start: dict[str, torch.Tensor], into: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`start`'s weights for a model that differs only in `model.prev_action`: the LSTM's first-layer input weights
+    gain zero columns for the previous action (or lose them), so the new model decides exactly as the start did."""
+    out = dict(start)
+    w, want = start["rnn.weight_ih_l0"], into["rnn.weight_ih_l0"]
+    if w.shape != want.shape:
+        wide = torch.zeros_like(want)
+        n = min(w.shape[1], want.shape[1])
+        wide[:, :n] = w[:, :n]
+        out["rnn.weight_ih_l0"] = wide
+    return out
+
+
 def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str] | None, progress: bool) -> Run:
     """Devices and processes, data through the model's own preprocessing, the model, the sampler and the optimizer."""
     tc = cfg.train
@@ -241,16 +259,20 @@ def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str
 
     model_cfg = replace(resolved, classes=list(train_data.classes))  # the classes come from the sessions
     model = (StreamModel(model_cfg) if tc.init else build_model(model_cfg)).to(device)  # init: no pretrained download
+    if model_cfg.prev_action and tc.mode == "windowed":
+        raise UserError("model.prev_action needs train.mode=stateful: a model that reads its previous action decides "
+                        "one tick at a time")
     if tc.init:
         start = load_model(tc.init)
-        if start.cfg != model_cfg:
+        if replace(start.cfg, prev_action=model_cfg.prev_action) != model_cfg:
             raise UserError(f"train.init {tc.init} has model config {start.cfg}, which differs from {model_cfg}")
-        model.load_state_dict(start.state_dict())
+        model.load_state_dict(inputs_widened(start.state_dict(), model.state_dict()))
     model.trained = {"mode": tc.mode, "seq_len": tc.seq_len, "label_delay": tc.label_delay, "stride": tc.stride}
     sizes = set(train_data.sizes)
     if len(sizes) == 1 and None not in next(iter(sizes)):
         model.trained["source_size"] = list(next(iter(sizes)))  # (h, w) of the frames it learnt from: `export`'s default
 
+    norm = add_state_head(model, train_data, device) if tc.state_weight > 0 else None
     sampler = make_sampler(train_data, tc, rank, world)
     total_steps = len(sampler) * tc.epochs
     weights = class_weights(train_data.class_counts(), tc.balance)
@@ -264,7 +286,7 @@ def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str
               torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay), sampler,
               min(total_steps, tc.max_steps) if tc.max_steps else total_steps,
               weights.to(device) if weights is not None else None, mirror_table(tc.mirror, train_data.classes),
-              torch.Generator().manual_seed(tc.seed + rank), pixel_sampler=sampler)
+              torch.Generator().manual_seed(tc.seed + rank), pixel_sampler=sampler, state_norm=norm)
     if tc.freeze_encoder and tc.feature_cache:
         t0 = time.monotonic()
         train_f = cached_features(train_data, model, tc.cache_dir, show)
@@ -275,6 +297,29 @@ def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str
             log.info("train.augment does not apply to cached features: no augmentation while the encoder is frozen")
     set_frozen(run, tc.freeze_encoder)
     return run
+
+
+def add_state_head(model: StreamModel, data: Data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`train.state_weight`: a linear head from the LSTM's output to the sessions' state targets (the game's state and its
+    change, `state_targets`), attached to the model for training only (`save_model` leaves it out). Returns the targets'
+    mean and standard deviation over the training frames, which the loss standardises them by."""
+    missing = [name for name, s in zip(data.names, data.states) if s.shape[1] == 0]
+    if missing or len({s.shape[1] for s in data.states}) != 1:
+        raise UserError(f"train.state_weight needs the game's state recorded beside every session's frames (state.csv, "
+                        f"written by `record` on a game with a state, e.g. ale:Pong); {len(missing)} of "
+                        f"{len(data.names)} sessions have none, e.g. {(missing or data.names)[0]}")
+    values = np.concatenate(data.states)
+    mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+    model.state_head = torch.nn.Linear(model.cfg.hidden, values.shape[1]).to(device)
+    return torch.from_numpy(mean).float().to(device), torch.from_numpy(np.maximum(std, 1e-3)).float().to(device)
+
+
+def state_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean squared error of the standardised state targets, over the frames that count (`weight`) and the values known."""
+    target = (target - norm[0]) / norm[1]
+    known = torch.isfinite(target) & (weight[..., None] > 0)
+    err = (pred.float() - torch.nan_to_num(target)).pow(2) * known
+    return err.sum() / known.sum().clamp(min=1)
 
 
 def make_sampler(data: Data, tc: TrainConfig, rank: int, world: int) -> WindowSampler | LaneSampler:
@@ -313,7 +358,7 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     if run.frozen:
         model.encoder.eval()  # frozen means frozen: batch-norm statistics too
     use_amp = tc.amp and device.type == "cuda"
-    t0, frames, loss_sum, correct, count = time.monotonic(), 0, 0.0, 0.0, 0.0
+    t0, frames, loss_sum, correct, count, state_sum, steps = time.monotonic(), 0, 0.0, 0.0, 0.0, 0.0, 0
     state = None  # carried across batches: lanes go on where they stopped; windows reset at their first frame
     bar = tqdm(run.sampler.batches(epoch), total=len(run.sampler), desc=f"epoch {epoch + 1}/{tc.epochs}",
                disable=not (progress and run.is_main), unit="step")
@@ -321,22 +366,28 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
         if run.done:
             break
         batch = batch.to(device)
-        x, y, w = batch.pixels, batch.targets, batch.weight
+        x, y, w, prev = batch.pixels, batch.targets, batch.weight, batch.prev
         b, t = y.shape
         if run.on_features:
             clip = x  # (B, T, D) cached features
         else:
             if tc.augment:
-                x, y = augment(x, y, run.gen, run.mirror)
+                x, y, prev = augment(x, y, run.gen, run.mirror, prev)
             clip = model.preproc.normalize(x.reshape(b * t, *x.shape[2:])).reshape(b, t, *x.shape[2:])
         for group in run.opt.param_groups:
             group["lr"] = lr_at(run.step, run.total_steps, tc.warmup_steps, tc.lr) * group["lr_scale"]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits, state = run.net(clip, state, batch.first, return_state=True, features=run.on_features)
+            out = run.net(clip, state, batch.first, return_state=True, features=run.on_features, prev=prev,
+                          with_state_head=run.state_norm is not None)
+        logits, state = out[:2]
         state = tuple(s.detach() for s in state)  # truncated BPTT: carry the state, not the graph
         per_frame = F.cross_entropy(logits.float().reshape(b * t, -1), y.reshape(-1), weight=run.class_weights,
                                     reduction="none")
-        loss = (per_frame * w.reshape(-1)).sum() / w.sum().clamp(min=1)
+        loss = class_loss = (per_frame * w.reshape(-1)).sum() / w.sum().clamp(min=1)
+        if run.state_norm is not None:
+            aux = state_loss(out[2], batch.state, w, run.state_norm)
+            loss = class_loss + tc.state_weight * aux
+            state_sum += float(aux)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:
@@ -344,7 +395,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
         run.opt.step()
         run.step += 1
         frames += b * t
-        loss_sum += loss.item() * float(w.sum())
+        steps += 1
+        loss_sum += class_loss.item() * float(w.sum())
         correct += float(((logits.argmax(-1) == y).float() * w).sum())
         count += float(w.sum())
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct / max(count, 1):.3f}")
@@ -355,7 +407,8 @@ def train_one_epoch(run: Run, epoch: int, progress: bool) -> dict:
     run.frames_seen += frames * run.world
     return {"epoch": epoch + 1, "step": run.step, "train_loss": loss_sum / max(count, 1),
             "train_accuracy": correct / max(count, 1), "frames_per_s": frames * run.world / max(elapsed, 1e-9),
-            "lr": run.opt.param_groups[0]["lr"]}
+            "lr": run.opt.param_groups[0]["lr"],
+            **({"state_loss": state_sum / max(steps, 1)} if run.state_norm is not None else {})}
 
 
 @torch.no_grad()

@@ -61,10 +61,11 @@ class ActorCritic(nn.Module):
         self.value = nn.Linear(model.cfg.hidden, 1)
 
     def forward(self, inputs: torch.Tensor, state: State, first: torch.Tensor, encode: bool,
-                detach_value: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, T, D) features, or (K, T, C, h, w) pixels when `encode` → logits (K, T, classes) and values (K, T)."""
+                detach_value: bool = False, prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, T, D) features, or (K, T, C, h, w) pixels when `encode` → logits (K, T, classes) and values (K, T);
+        `prev` (K, T): the classes played on the ticks before (model.prev_action)."""
         feats = self.model.encode_clip(inputs) if encode else inputs
-        out, _ = self.model.recurrent(feats, state, first)
+        out, _ = self.model.recurrent(feats, state, first, prev)
         return self.model.head(out), self.value(out.detach() if detach_value else out).squeeze(-1)
 
 
@@ -108,7 +109,7 @@ def recompute(net: nn.Module, ro: Rollout, games: slice | torch.Tensor, encode: 
               detach_value: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits, log-probabilities of the played classes and values for some games' whole sequences, by BPTT from state0."""
     state = tuple(s[:, games] for s in ro.state0)
-    logits, values = net(ro.inputs[games], state, ro.first[games], encode, detach_value)
+    logits, values = net(ro.inputs[games], state, ro.first[games], encode, detach_value, ro.prev[games])
     logp = F.log_softmax(logits, -1).gather(-1, ro.actions[games, :, None]).squeeze(-1)
     return logits, logp, values
 
@@ -154,7 +155,8 @@ def update(t: Tuner, ro: Rollout) -> dict:
     adv, ret = gae(ro.rewards.T, ro.values.T, ro.dones.T, ro.last_value, tc.gamma, tc.gae_lambda)
     adv, ret = adv.T.contiguous(), ret.T.contiguous()
     with torch.no_grad():
-        ref_logits = t.ref(ro.inputs, ro.state0, ro.first) if encode else t.ref.temporal(ro.inputs, ro.state0, ro.first)[0]
+        ref_logits = t.ref(ro.inputs, ro.state0, ro.first, prev=ro.prev) if encode else \
+            t.ref.temporal(ro.inputs, ro.state0, ro.first, ro.prev)[0]
     klw = kl_weight(tc.kl_coef, tc.kl_half_life, t.frames)
     for group in t.opt.param_groups:
         group["lr"] = tc.lr * max(0.0, 1.0 - t.updates / t.total_updates)

@@ -1,13 +1,14 @@
 """The whole tick as one ONNX graph, so that any runtime can run the agent (onnxruntime, OpenVINO, Triton, a phone).
 
 Inputs: `frames` uint8 (K, H, W, 3) BGR, `first` bool (K,) (that stream's state is zeroed before the step), and the
-recurrent state `h`, `c` (layers, K, hidden) for an LSTM, `h` alone for a GRU. Outputs: `probs` float32 (K, classes),
-then `h_out` (and `c_out`). Preprocessing (crop, grayscale, antialiased resize, rounding, normalisation) is inside the
-graph; K is dynamic; H and W are fixed at export. The graph's metadata holds the class names, the preprocessing, the
-model config, how it was trained and the frame size (`read_meta`).
+recurrent state `h`, `c` (layers, K, hidden) for an LSTM, `h` alone for a GRU; a model with `model.prev_action` also
+takes `prev` int64 (K,), the class each stream pressed on its previous tick (-1: none), after `first`. Outputs:
+`probs` float32 (K, classes), then `h_out` (and `c_out`). Preprocessing (crop, grayscale, antialiased resize, rounding,
+normalisation) is inside the graph; K is dynamic; H and W are fixed at export. The graph's metadata holds the class
+names, the preprocessing, the model config, how it was trained and the frame size (`read_meta`).
 
 For Triton's sequence batcher (`triton=True`), the batch goes first everywhere: `first` (K, 1) (a START control input),
-the state (K, layers, hidden) (implicit state), and an unused `corrid` (K, 1) uint64 (the CORRID control input).
+`prev` (K, 1), the state (K, layers, hidden) (implicit state), and an unused `corrid` (K, 1) uint64 (the CORRID control input).
 
 Exporting uses torch's ONNX exporter (torch.export + onnxscript); the result passes the ONNX checker and, where
 onnxruntime is installed, is checked against the torch model before it is written.
@@ -43,10 +44,12 @@ class TickGraph(nn.Module):
         super().__init__()
         self.model, self.triton, self.lstm = model, triton, model.cfg.temporal == "lstm"
 
-    def forward(self, frames: torch.Tensor, first: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.triton:  # batch-first state and a (K, 1) START flag
+    def forward(self, frames: torch.Tensor, first: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        prev, state = (inputs[0], inputs[1:]) if self.model.cfg.prev_action else (None, inputs)
+        if self.triton:  # batch-first state and (K, 1) START and prev
             first, state = first[:, 0], tuple(s.transpose(0, 1) for s in state)
-        logits, new = self.model.step(self.model.preproc(frames), state, first)
+            prev = prev[:, 0] if prev is not None else None
+        logits, new = self.model.step(self.model.preproc(frames), state, first, prev)
         if self.triton:
             new = tuple(s.transpose(0, 1) for s in new)
         return (torch.softmax(logits, -1), *new)
@@ -55,6 +58,11 @@ class TickGraph(nn.Module):
 def state_names(model: StreamModel) -> tuple[list[str], list[str]]:
     names = ["h", "c"] if model.cfg.temporal == "lstm" else ["h"]
     return names, [f"{n}_out" for n in names]
+
+
+def input_names(model: StreamModel) -> list[str]:
+    """The graph's inputs in order: frames, first, prev (a model with `prev_action`), then the state."""
+    return ["frames", "first", *(["prev"] if model.cfg.prev_action else []), *state_names(model)[0]]
 
 
 def check_exportable(model: StreamModel) -> None:
@@ -98,9 +106,10 @@ def example_inputs(model: StreamModel, size: tuple[int, int], streams: int, trit
     first = torch.zeros(streams, dtype=torch.bool)
     first[0] = True
     state = tuple(torch.randn(s.shape, generator=g) * 0.5 for s in model.init_state(streams))
+    prev = (torch.arange(streams) % (len(model.classes) + 1) - 1,) if model.cfg.prev_action else ()  # -1 (none) and each class
     if triton:
-        return frames, first[:, None], *(s.transpose(0, 1).contiguous() for s in state)
-    return frames, first, *state
+        return frames, first[:, None], *(p[:, None] for p in prev), *(s.transpose(0, 1).contiguous() for s in state)
+    return frames, first, *prev, *state
 
 
 def export_onnx(model: StreamModel, out: str | Path, size: tuple[int, int], triton: bool = False,
@@ -120,10 +129,10 @@ def export_onnx(model: StreamModel, out: str | Path, size: tuple[int, int], trit
     model = model.eval()
     graph = TickGraph(model, triton).eval()
     inputs_, outputs_ = state_names(model)
-    names = ["frames", "first", *inputs_]
+    names = input_names(model)
     k = torch.export.Dim("K", min=1, max=65536)
     state_dim = {0: k} if triton else {1: k}
-    shapes = {"frames": {0: k}, "first": {0: k}, "state": tuple(state_dim for _ in inputs_)}
+    shapes = {"frames": {0: k}, "first": {0: k}, "inputs": tuple({0: k} if n == "prev" else state_dim for n in names[2:])}
     example = example_inputs(model, size, 2, triton)
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each stage on stdout
         program = torch.onnx.export(graph, example, input_names=names, output_names=["probs", *outputs_],
@@ -185,18 +194,21 @@ def verify(model: StreamModel, path: Path, size: tuple[int, int], triton: bool =
         return None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     graph = TickGraph(model, triton).eval()
-    frames, first, *state = example_inputs(model, size, 3, triton, seed=1)
+    frames, first, *inputs = example_inputs(model, size, 3, triton, seed=1)
+    prev, state = (inputs[:1], inputs[1:]) if model.cfg.prev_action else ((), inputs)
     ours = [s.numpy() for s in state]
     worst = 0.0
     names, _ = state_names(model)
     for step in range(steps):
         first_now = first if step % 3 == 0 else torch.zeros_like(first)
-        feed = {"frames": frames.numpy(), "first": first_now.numpy(), **dict(zip(names, ours))}
+        prev = tuple(torch.roll(p, step) for p in prev)
+        feed = {"frames": frames.numpy(), "first": first_now.numpy(), **dict(zip(["prev"], [p.numpy() for p in prev])),
+                **dict(zip(names, ours))}
         if "corrid" in {i.name for i in session.get_inputs()}:
             feed["corrid"] = np.arange(len(frames), dtype=np.uint64)[:, None]
         probs, *ours = session.run(None, feed)
         with torch.no_grad():
-            want, *state = graph(frames, first_now, *state)
+            want, *state = graph(frames, first_now, *prev, *state)
         worst = max(worst, float(np.abs(np.log(np.maximum(probs, 1e-4)) - np.log(np.maximum(want.numpy(), 1e-4))).max()))
         frames = torch.roll(frames, 7, dims=2)
     if worst > tol:

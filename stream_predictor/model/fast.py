@@ -171,7 +171,8 @@ def _flat(value: torch.Tensor | tuple) -> torch.Tensor:
 
 
 def packed_cell(model: StreamModel, streams: int = 2) -> Callable[[torch.Tensor, State], tuple[torch.Tensor, State]] | None:
-    """A CPU LSTM step (features, state) → (logits, state) with one prepacked matrix for the gates of [x, h].
+    """A CPU LSTM step (inputs, state) → (logits, state) with one prepacked matrix for the gates of [x, h]; x is what
+    the LSTM reads (`StreamModel.rnn_input`: the features, and the previous action where the model takes it).
 
     The gates are reordered once to (i, f, o, g) so that one in-place sigmoid and one tanh cover them.
     For one stream whose features come out of a ReLU, the first layer's gates skip the zero features
@@ -188,12 +189,11 @@ def packed_cell(model: StreamModel, streams: int = 2) -> Callable[[torch.Tensor,
         w = torch.cat([w_ih, w_hh], 1)[order]
         layers.append((w.t().contiguous() if sparse and layer == 0 else w.contiguous(), (b_ih + b_hh)[order].contiguous()))
     head_w, head_b = model.head.weight.detach(), model.head.bias.detach()
-    sig, h_rows = 3 * hidden, torch.arange(model.feature_dim, model.feature_dim + hidden)
+    sig, h_rows = 3 * hidden, torch.arange(rnn.input_size, rnn.input_size + hidden)
 
-    def run(feats: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def run(x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One step; the new (h, c) are written into `state` in place and returned with the logits."""
         h_all, c_all = state
-        x = feats
         for layer, (w, b) in enumerate(layers):
             if sparse and layer == 0:
                 gates = _sparse_linear(x, w, b, (h_all[0], h_rows))
@@ -207,8 +207,8 @@ def packed_cell(model: StreamModel, streams: int = 2) -> Callable[[torch.Tensor,
             x = torch.mul(o, torch.tanh(c), out=h_all[layer])
         return F.linear(x, head_w, head_b), state
 
-    example = (torch.randn(streams, model.feature_dim).relu_(), tuple(torch.randn_like(s) for s in model.init_state(streams, "cpu")))
-    return _checked("LSTM cell", run, model.step_features, *example)
+    example = (torch.randn(streams, rnn.input_size).relu_(), tuple(torch.randn_like(s) for s in model.init_state(streams, "cpu")))
+    return _checked("LSTM cell", run, model.step_inputs, *example)
 
 
 def cuda_graph(fn: Callable[[], None], warmup: int = 3) -> torch.cuda.CUDAGraph:

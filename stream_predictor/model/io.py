@@ -26,11 +26,15 @@ FORMAT = "stream_predictor/1"
 AUX = "aux."
 
 
+TRAINING_ONLY = "state_head."  # a head that only training has (train.state_weight): never in the weights
+
+
 def save_model(model: StreamModel, path: str | Path, extra: dict[str, str] | None = None,
                aux: dict[str, torch.Tensor] | None = None) -> Path:
     """Write weights + config. `extra` adds string metadata (e.g. training metrics); `aux` tensors ride along as `aux.*`."""
     path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+               if not k.startswith(TRAINING_ONLY)}
     tensors.update({AUX + k: v.detach().cpu().contiguous() for k, v in (aux or {}).items()})
     metadata = {"format": FORMAT, "model_config": json.dumps(to_dict(model.cfg)), **(extra or {})}
     if model.trained:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from .encoders import build_encoder, load_pretrained, pretrained_config
 from .preprocess import Preprocess, as_uint8_tensor
 
@@ -54,7 +54,8 @@ class StreamModel(nn.Module):
             raise ConfigError(f"config keys 'model.mean'/'model.std' need 1 or {self.preproc.channels} values")
         self.encoder, self.feature_dim = build_encoder(cfg.encoder, self.preproc.channels, self.preproc.size, cfg.feature_dim)
         rnn = nn.LSTM if cfg.temporal == "lstm" else nn.GRU
-        self.rnn = rnn(self.feature_dim, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        inputs = self.feature_dim + (len(self.classes) if cfg.prev_action else 0)  # + the previous action, one-hot
+        self.rnn = rnn(inputs, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.head = nn.Linear(cfg.hidden, len(self.classes))
         self.trained: dict = {}  # how the weights were trained (mode, seq_len, label_delay, …), from the weights file
 
@@ -76,6 +77,19 @@ class StreamModel(nn.Module):
         return self.encode(clip.flatten(0, 1)).view(b, t, -1)
 
     # --- features → logits -------------------------------------------------------------------
+    def rnn_input(self, feats: torch.Tensor, prev: torch.Tensor | None = None, first: torch.Tensor | None = None) -> torch.Tensor:
+        """What the LSTM reads per frame: the features (..., D), and with `model.prev_action` the one-hot class pressed
+        before the frame beside them (..., D + K). `prev` (...) holds class ids, -1 (or None for all) for none; a frame
+        that starts an episode (`first`) has none."""
+        if not self.cfg.prev_action:
+            return feats
+        if prev is None:
+            prev = torch.full(feats.shape[:-1], -1, dtype=torch.long, device=feats.device)
+        if first is not None:
+            prev = torch.where(first.bool(), -1, prev)
+        onehot = (prev.unsqueeze(-1) == torch.arange(len(self.classes), device=feats.device)).to(feats.dtype)
+        return torch.cat([feats, onehot], -1)
+
     def init_state(self, batch_size: int = 1, device: torch.device | str | None = None) -> State:
         device = device if device is not None else self.head.weight.device
         shape = (self.cfg.layers, batch_size, self.cfg.hidden)
@@ -95,12 +109,15 @@ class StreamModel(nn.Module):
         out, h = self.rnn(feats, state[0])
         return out, (h,)
 
-    def recurrent(self, feats: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+    def recurrent(self, feats: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None,
+                  prev: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         """(B, T, D) → the top layer's hidden output (B, T, H) and the state after the last frame.
 
         `first` (B, T) marks frames that start a new episode: the state of that stream is zeroed
-        just before them. The sequence is cut only where some stream resets.
+        just before them. The sequence is cut only where some stream resets. `prev` (B, T): the class
+        pressed before each frame (`rnn_input`), for a model with `prev_action`.
         """
+        feats = self.rnn_input(feats, prev, first)
         b, t = feats.shape[:2]
         state = state if state is not None else self.init_state(b, feats.device)
         if first is None or not bool(first.any()):
@@ -116,31 +133,43 @@ class StreamModel(nn.Module):
             outs.append(out)
         return torch.cat(outs, 1), state
 
-    def temporal(self, feats: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
-        """(B, T, D) → logits (B, T, K) and the state after the last frame (`first` as in `recurrent`)."""
-        out, state = self.recurrent(feats, state, first)
+    def temporal(self, feats: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None,
+                 prev: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """(B, T, D) → logits (B, T, K) and the state after the last frame (`first`, `prev` as in `recurrent`)."""
+        out, state = self.recurrent(feats, state, first, prev)
         return self.head(out), state
 
     def forward(self, clip: torch.Tensor, state: State | None = None, first: torch.Tensor | None = None,
-                return_state: bool = False, features: bool = False) -> torch.Tensor | tuple[torch.Tensor, State]:
+                return_state: bool = False, features: bool = False, prev: torch.Tensor | None = None,
+                with_state_head: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Offline: (B, T, C, h, w) → logits (B, T, K), from zero state unless one is given.
 
         `return_state=True` also returns the state after the last frame (truncated BPTT in training);
-        `features=True` takes the frames' features (B, T, D) instead (a frozen encoder's, cached).
+        `features=True` takes the frames' features (B, T, D) instead (a frozen encoder's, cached);
+        `prev` (B, T): the classes pressed before the frames, for a model with `prev_action` (none without);
+        `with_state_head=True` returns (logits, state, the training-only `state_head` on the LSTM's output).
         """
-        logits, state = self.temporal(clip if features else self.encode_clip(clip), state, first)
+        out, state = self.recurrent(clip if features else self.encode_clip(clip), state, first, prev)
+        logits = self.head(out)
+        if with_state_head:
+            return logits, state, self.state_head(out)
         return (logits, state) if return_state else logits
 
-    def step_features(self, feats: torch.Tensor, state: State, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
-        """One cached feature per stream: (B, D) → logits (B, K) and the new state.
+    def step_features(self, feats: torch.Tensor, state: State, first: torch.Tensor | None = None,
+                      prev: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        """One cached feature per stream: (B, D) → logits (B, K) and the new state (`prev` (B,) as in `recurrent`)."""
+        if first is not None:
+            state = self.reset_state(state, first)
+        return self.step_inputs(self.rnn_input(feats, prev, first), state)
+
+    def step_inputs(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One step of the LSTM's inputs (B, D or D + K, `rnn_input`) → logits (B, K) and the new state.
 
         The same equations as `self.rnn`, through the fused single-step cell kernels: a one-step
         nn.LSTM call costs about 4× more on a CPU than the arithmetic it does. Dropout between
         layers is a training-time thing and is not applied here.
         """
-        if first is not None:
-            state = self.reset_state(state, first)
-        rnn, x, new = self.rnn, feats, []
+        rnn, new = self.rnn, []
         for layer in range(self.cfg.layers):
             w = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             if self.cfg.temporal == "lstm":
@@ -152,12 +181,15 @@ class StreamModel(nn.Module):
             x = h
         return self.head(x), tuple(torch.stack(parts) for parts in zip(*new))
 
-    def step(self, frames: torch.Tensor, state: State, first: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+    def step(self, frames: torch.Tensor, state: State, first: torch.Tensor | None = None,
+             prev: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         """One new frame per stream: (B, C, h, w) → logits (B, K) and the new state. O(1) CNN work."""
-        return self.step_features(self.encode(frames), state, first)
+        return self.step_features(self.encode(frames), state, first, prev)
 
     def window(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, N, D) cached features → logits (B, K) for the last frame, from zero state."""
+        if self.cfg.prev_action:
+            raise UserError("a model that sees its previous action (model.prev_action) decides statefully, not over windows")
         return self.temporal(feats)[0][:, -1]
 
 

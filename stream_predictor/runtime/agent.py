@@ -87,7 +87,8 @@ class Engine(Protocol):
     measured_ms: dict[str, float]  # backend=auto: the median ms per tick it chose on (else empty)
     counters: dict[str, int]  # events worth a count in the summary (backend=triton: server_reconnects, server_errors)
 
-    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None,
+                 prev: np.ndarray | list[int] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
     def reset(self) -> None: ...
 
@@ -131,7 +132,9 @@ class ModelAgent(Agent):
     (reset with its episode).
 
     `every_frame_first`: a model of single frames (trained on windows of one) decides from each frame alone, its state
-    reset at every frame. `model` is the torch model when there is one (None for a graph file alone).
+    reset at every frame. `model` is the torch model when there is one (None for a graph file alone). A model that reads
+    its previous action (`prev_action` on the engine) is told the class this agent decided on the stream's last tick,
+    after smoothing: what was pressed.
     """
 
     def __init__(self, engine: Engine, classes: list[str], kind: str = "stateful", window: int = 16,
@@ -140,6 +143,7 @@ class ModelAgent(Agent):
         self.engine, self.classes, self.kind, self.window, self.model = engine, list(classes), kind, window, model
         self.ema_alpha, self.margin, self.every_frame_first = smooth_ema, margin, every_frame_first
         self.chunked = engine.chunked
+        self.prev_action = getattr(engine, "prev_action", False)
         self.streams = streams
         self._smoothed: list[np.ndarray | None] = [None] * streams
         self._class: list[int | None] = [None] * streams
@@ -160,11 +164,12 @@ class ModelAgent(Agent):
 
     def decide_batch(self, images: np.ndarray, first: list[bool], active: list[bool]) -> list[Decision | None]:
         resets = [f or self.every_frame_first for f in first]
+        args = (images, resets, [-1 if c is None else c for c in self._class]) if self.prev_action else (images, resets)
         if all(active):
-            probs = self.engine(images, resets)[0]
+            probs = self.engine(*args)[0]
         else:  # streams without a new frame keep their state: it is put back after the call
             kept = self.engine.get_state()
-            probs = self.engine(images, resets)[0]
+            probs = self.engine(*args)[0]
             new, idle = self.engine.get_state(), ~np.asarray(active)
             for k, n in zip(kept, new):
                 n[:, idle] = k[:, idle]

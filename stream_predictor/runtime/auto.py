@@ -51,6 +51,8 @@ class AutoEngine:
 
     def __init__(self, model: StreamModel, cfg: PredictConfig, streams: int, mode: str, window: int) -> None:
         self.torch = TickEngine(model, streams, cfg.dtype, False, cfg.fast_cpu, mode, window)
+        self.prev_action = self.torch.prev_action
+        self.chunked = self.torch.chunked
         self.model, self.cfg, self.streams, self.mode, self.window = model, cfg, streams, mode, window
         self.graph: OnnxEngine | None = None
         self.chosen: str | None = None  # the contender that runs on, once measured
@@ -62,7 +64,7 @@ class AutoEngine:
         self._engines: dict[str, TickEngine | OnnxEngine] = {"torch": self.torch}
         self.bf16_note = self._bf16_contender()
         self._times: dict[str, list[float]] = {}
-        self._sample: deque = deque(maxlen=AGREE_FRAMES)  # (frame, first) of stream 0, for the bfloat16 agreement
+        self._sample: deque = deque(maxlen=AGREE_FRAMES)  # (frame, first, prev) of stream 0, for the bfloat16 agreement
         self._export: subprocess.Popen | None = None
         self._export_dir: tempfile.TemporaryDirectory | None = None
         self._graph_path: Path | None = None
@@ -111,21 +113,23 @@ class AutoEngine:
             self._current = name
         return self._engines[name]
 
-    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None,
+                 prev: np.ndarray | list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         if self.chosen is not None:
-            return self._use(self.chosen)(frames, first)
+            return self._use(self.chosen)(frames, first, prev)
         self._ticks += 1
         if BF16 in self._engines:
             frames = np.asarray(frames)
-            self._sample.append((frames.reshape(-1, *frames.shape[-3:])[0].copy(), bool(first is not None and first[0])))
+            self._sample.append((frames.reshape(-1, *frames.shape[-3:])[0].copy(), bool(first is not None and first[0]),
+                                 -1 if prev is None else int(prev[0])))
         if self.graph is None:
             self._follow_export(np.asarray(frames).shape[-3:-1])
         if not self._times:
-            return self._use("torch")(frames, first)
+            return self._use("torch")(frames, first, prev)
         names = list(self._engines)
         name = names[self._ticks % len(names)]
         t0 = time.perf_counter()
-        out = self._use(name)(frames, first)
+        out = self._use(name)(frames, first, prev)
         self._times[name].append((time.perf_counter() - t0) * 1e3)
         if min(len(t) for t in self._times.values()) >= TURNS:
             self._choose()
@@ -154,7 +158,7 @@ class AutoEngine:
         classes = []
         for dtype in ("float32", "bfloat16"):
             engine = TickEngine(self.model, 1, dtype, False, False, self.mode, self.window)
-            classes.append([int(engine(frame[None], [first])[1][0]) for frame, first in self._sample])
+            classes.append([int(engine(frame[None], [first], [prev])[1][0]) for frame, first, prev in self._sample])
         return float(np.mean(np.equal(*classes))) if self._sample else 0.0
 
     # --- the export, in a child process ---------------------------------------------------------

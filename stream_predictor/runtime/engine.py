@@ -61,7 +61,9 @@ class TickEngine:
     """K streams, one call per tick: `probs, classes = engine(frames, first)`; one stream's n frames: `engine.chunk(…)`.
 
     frames: (K, H, W, 3) BGR uint8 (numpy or tensor); first: (K,) bools, the streams whose state is
-    reset before this frame. Returns numpy (K, classes) float32 probabilities and (K,) class ids.
+    reset before this frame; prev: (K,) the class each stream pressed on its previous tick (-1: none), read by a model
+    with `model.prev_action` (`prev_action`; a model without it ignores them). Returns numpy (K, classes) float32
+    probabilities and (K,) class ids.
     `engine.features` holds the (K, D) encoded frames of the last call (on the engine's device), `engine.logits`
     its (K, classes) float32 logits and, when stateful, `engine.state` the recurrent state after it.
     """
@@ -78,6 +80,11 @@ class TickEngine:
             raise UserError(f"predict mode must be stateful or windowed, got '{mode}'")
         if window < 1:
             raise UserError(f"predict window must be at least 1, got {window}")
+        if mode == "windowed" and model.cfg.prev_action:
+            raise UserError("a model that sees its previous action (model.prev_action) decides statefully: "
+                            "set predict.mode=stateful (or auto)")
+        self.prev_action = model.cfg.prev_action
+        self.chunked = not self.prev_action
         self.model = model.eval()
         self.device = model.head.weight.device
         self.streams, self.mode, self.window = streams, mode, window
@@ -109,8 +116,10 @@ class TickEngine:
         self._shape = (h, w)
         self.host_frames = torch.zeros((k, h, w, 3), dtype=torch.uint8, pin_memory=pin)
         self.host_first = torch.zeros(k, dtype=torch.bool, pin_memory=pin)
+        self.host_prev = torch.full((k,), -1, dtype=torch.long, pin_memory=pin)
         self.frames = self.host_frames if dev.type == "cpu" else torch.zeros_like(self.host_frames, device=dev)
         self.first = self.host_first if dev.type == "cpu" else torch.zeros_like(self.host_first, device=dev)
+        self.prev = self.host_prev if dev.type == "cpu" else self.host_prev.to(dev)
         self.state = tuple(s.to(self.dtype) for s in m.init_state(k, dev))
         self.features = torch.zeros((k, m.feature_dim), device=dev, dtype=self.dtype)
         self.ring = FeatureRing(k, self.window, m.feature_dim, dev, self.dtype) if self.mode == "windowed" else None
@@ -120,7 +129,7 @@ class TickEngine:
         self.classes = torch.zeros(k, dtype=torch.long, device=dev)
         c, (sh, sw) = m.preproc.channels, m.preproc.size
         self._encode = self._net.encode
-        self._step = self._net.step_features
+        self._step = self._module_step
         encoder, cell = "module", "module"
         if self.fast_cpu:
             packed = packed_encoder(self._net.encoder, (k, c, sh, sw))
@@ -130,8 +139,9 @@ class TickEngine:
         device = f"{dev.type} {str(self.dtype).removeprefix('torch.')}"
         if dev.type == "cpu" and self.dtype == torch.bfloat16:
             device += " (native)" if cpu_bf16_native() else " (emulated: no bfloat16 instructions)"
+        temporal = f"{self.mode} ({cell} cell)" if self.mode == "stateful" else f"windowed over {self.window}"
         self.path = {"device": device, "encoder": encoder,
-                     "temporal": f"{self.mode} ({cell} cell)" if self.mode == "stateful" else f"windowed over {self.window}",
+                     "temporal": temporal + (", reads the previous action" if self.prev_action else ""),
                      "graph": "CUDA graph" if self.use_graph else "none"}
         if self.use_graph:
             self._graph = cuda_graph(self._compute)
@@ -141,13 +151,16 @@ class TickEngine:
         """Allocate the buffers (and capture the graph) for frames of this size; done by the first call otherwise."""
         self._build(height, width)
 
+    def _module_step(self, x: torch.Tensor, state: State, first: torch.Tensor) -> tuple[torch.Tensor, State]:
+        return self._net.step_inputs(x, self._net.reset_state(state, first))
+
     def _cpu_step(self, cell: Callable) -> Callable:
         """The packed cell, updating the engine's state in place; `first` is read on the host (no mask arithmetic)."""
-        def step(feats: torch.Tensor, state: State, first: torch.Tensor) -> tuple[torch.Tensor, State]:
+        def step(x: torch.Tensor, state: State, first: torch.Tensor) -> tuple[torch.Tensor, State]:
             if first.any():
                 for s in state:
                     s[:, first] = 0.0
-            return cell(feats, state)
+            return cell(x, state)
 
         return step
 
@@ -162,7 +175,8 @@ class TickEngine:
         self.features.copy_(feats)
         if self.mode != "stateful":
             return
-        logits, state = self._step(feats, self.state, self.first)
+        x = self._net.rnn_input(feats, self.prev) if self.prev_action else feats  # prev is none where first (submit)
+        logits, state = self._step(x, self.state, self.first)
         for old, new in zip(self.state, state):
             if new is not old:
                 old.copy_(new)
@@ -213,7 +227,8 @@ class TickEngine:
             for i in range(self.streams):
                 self.ring.clear(i)
 
-    def submit(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None) -> None:
+    def submit(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None,
+               prev: np.ndarray | list[int] | None = None) -> None:
         """Start a tick: copy the frames in, then run (or replay) it. On CUDA a stateful tick returns before the GPU is done."""
         t = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
         if t.dim() == 3:
@@ -225,10 +240,15 @@ class TickEngine:
         first_np = np.zeros(self.streams, bool) if first is None else np.asarray(first, bool)
         self.host_frames.copy_(t)
         self.host_first.copy_(torch.from_numpy(first_np))
+        if self.prev_action:
+            prev_np = np.full(self.streams, -1, np.int64) if prev is None else np.array(prev, np.int64)
+            prev_np[first_np] = -1
+            self.host_prev.copy_(torch.from_numpy(prev_np))
         with torch.inference_mode():
             if self.device.type == "cuda":
                 self.frames.copy_(self.host_frames, non_blocking=True)
                 self.first.copy_(self.host_first, non_blocking=True)
+                self.prev.copy_(self.host_prev, non_blocking=True)
             if self._graph is not None:
                 self._graph.replay()
             else:
@@ -240,8 +260,9 @@ class TickEngine:
         """Wait for the tick submitted last: (K, classes) probabilities and (K,) class ids, as numpy."""
         return self.probs.cpu().numpy().copy(), self.classes.cpu().numpy().copy()  # the buffers are reused next tick
 
-    def __call__(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        self.submit(frames, first)
+    def __call__(self, frames: np.ndarray | torch.Tensor, first: np.ndarray | list[bool] | None = None,
+                 prev: np.ndarray | list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        self.submit(frames, first, prev)
         return self.result()
 
     # --- many frames of one stream at once (recorded video in lockstep) -------------------------------
@@ -255,6 +276,8 @@ class TickEngine:
         """
         if self.streams != 1:
             raise ValueError("chunk() is for a one-stream engine")
+        if self.prev_action:  # each frame reads the class pressed after the one before: one tick at a time
+            raise ValueError("chunk() needs decisions that do not feed back: this model reads its previous action")
         n, first = len(frames), np.asarray(first, bool)
         t = torch.from_numpy(np.ascontiguousarray(frames))
         if self._shape != tuple(t.shape[1:3]):

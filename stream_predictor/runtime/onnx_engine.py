@@ -58,10 +58,11 @@ class OnnxEngine:
         self.streams, self.classes = streams, list(self.meta["classes"])
         self.size = tuple(self.meta["frame_size"])  # (h, w)
         self.names = list(spec["names"])
+        self.prev_action = "prev" in {i.name for i in self.session.get_inputs()}  # the model reads its previous action
         self.state = [np.zeros((spec["layers"], streams, spec["hidden"]), np.float32) for _ in self.names]
         self.mode = "stateful"
         self.path = {"device": "cpu float32", "backend": f"onnxruntime {ort.__version__} ({path.name})",
-                     "temporal": "stateful (graph)"}
+                     "temporal": "stateful (graph)" + (", reads the previous action" if self.prev_action else "")}
 
     def reset(self) -> None:
         for s in self.state:
@@ -74,7 +75,8 @@ class OnnxEngine:
     def set_state(self, state: list[np.ndarray]) -> None:
         self.state = [np.array(s, np.float32) for s in state]
 
-    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None,
+                 prev: np.ndarray | list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         frames = np.ascontiguousarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -85,7 +87,10 @@ class OnnxEngine:
                             f"{frames.shape[2]}x{frames.shape[1]}; export it again with --frame-size "
                             f"{frames.shape[2]}x{frames.shape[1]}")
         first = np.zeros(self.streams, bool) if first is None else np.asarray(first, bool)
-        probs, *state = self.session.run(None, {"frames": frames, "first": first, **dict(zip(self.names, self.state))})
+        feeds = {"frames": frames, "first": first, **dict(zip(self.names, self.state))}
+        if self.prev_action:
+            feeds["prev"] = np.full(self.streams, -1, np.int64) if prev is None else np.asarray(prev, np.int64)
+        probs, *state = self.session.run(None, feeds)
         self.state = state
         return probs, probs.argmax(-1)
 
@@ -128,6 +133,7 @@ class ExportedEngine:
 
     def __init__(self, model, cfg, streams: int = 1) -> None:
         self.model, self.cfg, self.streams = model, cfg, streams
+        self.prev_action = model.cfg.prev_action
         self.graph: OnnxEngine | None = None
 
     @property
@@ -145,8 +151,8 @@ class ExportedEngine:
         if self.graph is not None:
             self.graph.set_state(state)
 
-    def __call__(self, frames: np.ndarray, first=None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, frames: np.ndarray, first=None, prev=None) -> tuple[np.ndarray, np.ndarray]:
         size = np.asarray(frames).shape[-3:-1]
         if self.graph is None or self.graph.size != size:
             self.graph = OnnxEngine(exported_graph(self.model, self.cfg, size), self.streams, self.cfg.threads)
-        return self.graph(frames, first)
+        return self.graph(frames, first, prev)

@@ -34,6 +34,7 @@ class Rollout:
 
     inputs: torch.Tensor  # (K, T, D) features, or (K, T, C, h, w) preprocessed pixels
     first: torch.Tensor  # (K, T) the state was reset before the frame (an episode start; every frame without memory)
+    prev: torch.Tensor  # (K, T) the class played on the tick before (-1: none, at a reset), read with model.prev_action
     state0: State  # the recurrent state before the first step
     actions: torch.Tensor  # (K, T) class ids played
     logp: torch.Tensor  # (K, T) their log-probabilities when played
@@ -50,6 +51,7 @@ class Step:
     state: State  # before the tick
     inputs: torch.Tensor
     first: torch.Tensor  # the resets applied
+    prev: torch.Tensor  # the classes played on the tick before (-1 where reset)
     episode_start: torch.Tensor  # the frames that start an episode
     actions: torch.Tensor
     logp: torch.Tensor
@@ -73,6 +75,7 @@ class SamplingAgent(Agent):
         self.memory, self.keep_pixels = memory, keep_pixels
         self.engine = model_engine(model, replace(cfg.predict, backend="torch", dtype="float32"), streams, "stateful", 16)
         self.steps: list[Step] = []
+        self.played = torch.full((streams,), -1, dtype=torch.long)  # the classes sampled on the last tick
         self.source_size: tuple[int, int] | None = None  # (h, w) of the games' frames, once seen
 
     def decide(self, image: np.ndarray, first: bool) -> Decision:
@@ -86,16 +89,18 @@ class SamplingAgent(Agent):
         if self.source_size != images.shape[1:3]:
             self.engine.prepare(*images.shape[1:3])  # the buffers (and a zero state) for this frame size
             self.source_size = images.shape[1:3]
+        prev = torch.where(resets, -1, self.played)
         with torch.no_grad():
             state = tuple(s.clone() for s in self.engine.state)
-            self.engine.submit(images, resets.numpy())
+            self.engine.submit(images, resets.numpy(), prev.numpy())
             log_probs = F.log_softmax(self.engine.logits, -1)
             probs = log_probs.exp()
             actions = torch.multinomial(probs, 1, generator=self.gen).squeeze(-1)
             self.steps.append(Step(
-                state, (self.engine.x if self.keep_pixels else self.engine.features).clone(), resets, episode_start,
+                state, (self.engine.x if self.keep_pixels else self.engine.features).clone(), resets, prev, episode_start,
                 actions, log_probs.gather(-1, actions[:, None]).squeeze(-1),
                 self.value(self.engine.state[0][-1]).squeeze(-1).clone()))
+        self.played = actions
         return [Decision(int(a), p) for a, p in zip(actions, probs.numpy())]
 
     def rewarded(self, rewards: list[float]) -> None:
@@ -111,7 +116,7 @@ class SamplingAgent(Agent):
         self.steps = self.steps[length:]
         outcomes = steps[1:] + [after]  # step t's reward and end arrive with frame t + 1
         stack = lambda name, of=steps: torch.stack([getattr(s, name) for s in of], 1)  # noqa: E731
-        return Rollout(stack("inputs"), stack("first"), steps[0].state, stack("actions"), stack("logp"), stack("values"),
+        return Rollout(stack("inputs"), stack("first"), stack("prev"), steps[0].state, stack("actions"), stack("logp"), stack("values"),
                        stack("rewards", outcomes), stack("episode_start", outcomes), after.values)
 
     def refresh(self) -> None:
@@ -121,6 +126,7 @@ class SamplingAgent(Agent):
     def reset(self) -> None:
         self.engine.reset()
         self.steps = []
+        self.played[:] = -1
 
     def describe(self) -> dict:
         return {"agent": self.kind, "engine": ", ".join(f"{k}: {v}" for k, v in self.engine.path.items())}

@@ -64,7 +64,8 @@ class TritonEngine:
         self._read_config(config, classes)
         self.path = {"device": f"triton server {self.url}",
                      "backend": f"triton model {self.model}" + (f" v{cfg.triton_version}" if cfg.triton_version else ""),
-                     "temporal": "stateful (state kept by the client)"}
+                     "temporal": "stateful (state kept by the client)" +
+                                 (", reads the previous action" if self.prev_action else "")}
 
     def _client(self):
         return self.grpc.InferenceServerClient(self.url)
@@ -91,6 +92,7 @@ class TritonEngine:
                             "triton needs a model written by `export --format triton` (its state kept by the client)")
         self.size = tuple(int(d) for d in inputs["frames"]["dims"][:2])  # (h, w)
         self.names = [n for n in ("h", "c") if n in inputs]
+        self.prev_action = "prev" in inputs  # the model reads the class pressed on the previous tick
         dims = [int(d) for d in inputs["h"]["dims"]]  # (layers, hidden)
         self.state = [np.zeros((self.streams, *dims), np.float32) for _ in self.names]
         self.classes = json.loads(params["classes"]) if "classes" in params else classes
@@ -113,7 +115,8 @@ class TritonEngine:
     def set_state(self, state: list[np.ndarray]) -> None:
         self.state = [np.ascontiguousarray(np.asarray(s, np.float32).transpose(1, 0, 2)) for s in state]
 
-    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, frames: np.ndarray, first: np.ndarray | list[bool] | None = None,
+                 prev: np.ndarray | list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         frames = np.ascontiguousarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -123,9 +126,12 @@ class TritonEngine:
                             f"--frame-size {frames.shape[2]}x{frames.shape[1]}")
         first = np.zeros(len(frames), bool) if first is None else np.asarray(first, bool)
         feeds = {"frames": frames, "first": first.reshape(-1, 1), **dict(zip(self.names, self.state))}
+        if self.prev_action:
+            feeds["prev"] = (np.full(len(frames), -1, np.int64) if prev is None else np.asarray(prev, np.int64)).reshape(-1, 1)
         inputs = []
         for name, value in feeds.items():
-            tensor = self.grpc.InferInput(name, list(value.shape), {"frames": "UINT8", "first": "BOOL"}.get(name, "FP32"))
+            kind = {"frames": "UINT8", "first": "BOOL", "prev": "INT64"}.get(name, "FP32")
+            tensor = self.grpc.InferInput(name, list(value.shape), kind)
             tensor.set_data_from_numpy(value)
             inputs.append(tensor)
         outputs = [self.grpc.InferRequestedOutput(n) for n in ("probs", *(f"{n}_out" for n in self.names))]

@@ -55,7 +55,8 @@ def explicit_config_text(model: StreamModel, name: str, size: tuple[int, int], b
     """The model with its state in its inputs and outputs, batched by Triton's dynamic batcher."""
     layers, hidden = model.cfg.layers, model.cfg.hidden
     inputs, outputs = state_names(model)
-    state_in = "".join(f',\n  {{ name: "{i}" data_type: TYPE_FP32 dims: [ {layers}, {hidden} ] }}' for i in inputs)
+    state_in = _prev_input(model) + "".join(f',\n  {{ name: "{i}" data_type: TYPE_FP32 dims: [ {layers}, {hidden} ] }}'
+                                            for i in inputs)
     state_out = "".join(f',\n  {{ name: "{o}" data_type: TYPE_FP32 dims: [ {layers}, {hidden} ] }}' for o in outputs)
     return _header(model, name, size, backend, max_batch_size) + f"""input [
   {{ name: "frames" data_type: TYPE_UINT8 dims: [ {size[0]}, {size[1]}, 3 ] }},
@@ -66,6 +67,11 @@ output [
 ]
 dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}
 """
+
+
+def _prev_input(model: StreamModel) -> str:
+    """The `prev` input (the class pressed on the previous tick, -1: none) of a model with `model.prev_action`."""
+    return ',\n  { name: "prev" data_type: TYPE_INT64 dims: [ 1 ] }' if model.cfg.prev_action else ""
 
 
 def implicit_config_text(model: StreamModel, name: str, size: tuple[int, int], max_batch_size: int = 64,
@@ -83,7 +89,7 @@ def implicit_config_text(model: StreamModel, name: str, size: tuple[int, int], m
       }}
     }}""" for i, o in zip(inputs, outputs))
     return _header(model, name, size, "onnxruntime", max_batch_size) + f"""input [
-  {{ name: "frames" data_type: TYPE_UINT8 dims: [ {size[0]}, {size[1]}, 3 ] }}
+  {{ name: "frames" data_type: TYPE_UINT8 dims: [ {size[0]}, {size[1]}, 3 ] }}{_prev_input(model)}
 ]
 output [
   {{ name: "probs" data_type: TYPE_FP32 dims: [ {len(model.classes)} ] }}
