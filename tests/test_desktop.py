@@ -23,8 +23,8 @@ import pytest
 from stream_predictor import Predictor, UserError
 from stream_predictor.config import Config, KeysConfig, load_config
 from stream_predictor.errors import ConfigError
-from stream_predictor.model import save_model
 from stream_predictor.games.window import action_for
+from stream_predictor.model import save_model
 from stream_predictor.session import load_session
 from stream_predictor.sinks import open_sink, open_sinks
 from stream_predictor.sinks.keys import KeySink, _DryRun, key_map

@@ -182,6 +182,10 @@ def test_train_with_it_from_a_start_without_it(tmp_path):
     assert r.returncode == 0, r.stderr
     model = load_model(tmp_path / "b.safetensors")
     assert model.cfg.prev_action and model.rnn.weight_ih_l0[:, -3:].abs().sum() > 0  # it learnt weights for the action
+    r = run("eval", "--weights", str(tmp_path / "b.safetensors"), "--data", str(tmp_path / "s"), "--json",
+            f"train.cache_dir={tmp_path / 'cache'}")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["stream_offline_agreement"] == 1.0  # fed what the stream pressed
     r = run("predict", "--weights", str(tmp_path / "b.safetensors"), "--source", "synthetic:bounce?width=64&height=48",
             "--max-frames", "30", "--out", str(tmp_path / "ticks.jsonl"), "--json")
     assert r.returncode == 0, r.stderr
@@ -209,7 +213,7 @@ def test_a_game_recording_keeps_the_ram_state_of_each_frame(tmp_path):
     assert session.state_names == ["ball_x", "ball_y", "player_y", "enemy_y"] and session.state.shape == (400, 4)
     frames = np.concatenate([decode_all(s) for s in session.segments])
     offsets = []
-    for image, (bx, by, *_) in zip(frames, session.state):
+    for image, (bx, *_) in zip(frames, session.state):
         ys, xs = np.nonzero((image[34:194] == 236).all(-1))  # the ball's colour, inside the walls
         if len(xs) and np.isfinite(bx):
             offsets.append(xs.min() - bx)

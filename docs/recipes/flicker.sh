@@ -13,6 +13,10 @@
 #                   frames, the anchor to the start annealed (KL 0.05, half-life 300k), a snapshot every 100k
 #                   (runs/flick/long.run/frames_*.safetensors; resumes where it stopped). The shipped weights are
 #                   its last snapshot, runs/flick/long.run/frames_000999424.safetensors
+#   inputs ARM      hypotheses 2 and 3 against the plain clone, each arm from the same expert frames (bc: 5 x 20k, seeds
+#                   20000-20400, recorded with what was pressed and the RAM state) and 2 DAgger rounds of its own (seeds
+#                   22001-22004): base (as `clone`), prev (model.prev_action=true), state (train.state_weight=1: a head
+#                   learns the ball and paddles from the LSTM's output, training only); runs/flick/in_ARM3.safetensors
 #   select DIR [SEED] each snapshot in DIR plays seeds SEED.. +9 (4000; full games): choose there (4000 and 4010 for long)
 #   report WEIGHTS  30 games on seeds never used for training or choosing: 7000-7014 and 9000-9014
 set -euo pipefail
@@ -61,10 +65,25 @@ long)
   [[ -e runs/flick/long_start.safetensors ]] ||
     git show 6841639:weights/flickering_pong.safetensors > runs/flick/long_start.safetensors
   tune runs/flick/long_start.safetensors runs/flick/long.safetensors "${2:-1000000}" ;;
+inputs)
+  arm=${2:?base, prev or state}
+  case $arm in base) extra=() ;; prev) extra=(model.prev_action=true) ;; state) extra=(train.state_weight=1) ;;
+    *) echo "inputs: ARM is base, prev or state" >&2; exit 2 ;; esac
+  I=data/flicker_in
+  for s in 0 100 200 300 400; do rec $((20000 + s)) $I/bc$s; done
+  afit() { [[ -e $1 ]] || $PY run.py train --config pong --data $I/bc* "${@:2}" --out "$1" "${FROZEN[@]}" "${extra[@]}" \
+    train.cache_dir=$I/cache --json | tail -1; }
+  afit runs/flick/in_${arm}1.safetensors
+  for r in 1 2; do
+    for s in $((2 * r - 1)) $((2 * r)); do
+      rec $((22000 + s)) $I/$arm/dagger$s --policy runs/flick/in_$arm$r.safetensors
+    done
+    afit runs/flick/in_$arm$((r + 1)).safetensors $I/$arm/dagger*
+  done ;;
 select)
   for w in "$2"/frames_*.safetensors; do echo "$w $(play "$w" 10 "${3:-4000}")"; done ;;
 report)
   for seed in 7000 9000; do play "$2" 15 $seed; done ;;
 *)
-  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | long [FRAMES] | select DIR [SEED] | report WEIGHTS" >&2; exit 2 ;;
+  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | long [FRAMES] | inputs ARM | select DIR [SEED] | report WEIGHTS" >&2; exit 2 ;;
 esac
