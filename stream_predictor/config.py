@@ -170,6 +170,9 @@ class TuneConfig:
     """Reinforcement-learning fine-tuning (PPO + a KL anchor to the starting policy); see docs/tuning.md."""
 
     init: str = ""  # the cloned policy to start from and stay close to (required)
+    # the model reads the class it played on the tick before (model.prev_action); an init without it is widened with
+    # zero weights for it, so it starts deciding exactly as the init
+    prev_action: bool = False
     envs: Annotated[int, R(1, 4096)] = 8  # games stepped together, one batched engine call per tick
     frames: Annotated[int, R(1, 10**12)] = 4_000_000  # frames the agent sees in all (one per agent step; ALE frames are frameskip x more)
     rollout: Annotated[int, R(1, 65536)] = 128  # steps per game between updates (also the BPTT length of the update)

@@ -101,19 +101,14 @@ def small_disk(tmp_path):
 def prev_action_model(weights: Path = ROOT / "weights" / "pong.safetensors", scale: float = 1.0, seed: int = 0):
     """The model in `weights` with `model.prev_action` on: its LSTM's input widened by the one-hot previous class, whose
     weights are drawn at random (N(0, scale)) so that what was pressed moves the decisions."""
-    import dataclasses
-
     import torch
 
-    from stream_predictor.learn.train import inputs_widened
-    from stream_predictor.model import StreamModel, load_model
+    from stream_predictor.model import load_model
+    from stream_predictor.model.stream_model import with_prev_action
 
-    start = load_model(weights)
-    model = StreamModel(dataclasses.replace(start.cfg, prev_action=True))
-    model.load_state_dict(inputs_widened(start.state_dict(), model.state_dict()))
+    model = with_prev_action(load_model(weights))
     with torch.no_grad():
         k = len(model.classes)
         model.rnn.weight_ih_l0[:, -k:] = torch.randn(model.rnn.weight_ih_l0.shape[0], k,
                                                      generator=torch.Generator().manual_seed(seed)) * scale
-    model.trained = dict(start.trained)
     return model.eval()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,9 +16,9 @@ import torch
 from stream_predictor import load_config
 from stream_predictor.config import ModelConfig
 from stream_predictor.errors import UserError
-from stream_predictor.learn.train import inputs_widened
 from stream_predictor.model import StreamModel, build_model, load_model, save_model
 from stream_predictor.model.export import export_onnx
+from stream_predictor.model.stream_model import inputs_widened, with_prev_action
 from stream_predictor.runtime.engine import TickEngine
 from stream_predictor.runtime.onnx_engine import OnnxEngine
 from stream_predictor.runtime.predictor import Predictor
@@ -91,15 +90,29 @@ def test_the_engine_reads_the_previous_action_on_each_kernel(fast):
         TickEngine(model, 1, mode="windowed")
 
 
-def test_a_start_without_it_is_widened_to_decide_exactly_as_before():
+def test_a_start_without_it_is_widened_to_decide_exactly_as_before(tmp_path):
+    """`with_prev_action` (what `train.init` and `tune.prev_action` do to weights without it): zero weights for the
+    action, the same decisions whatever was pressed; `tune.prev_action=true` starts from such a model."""
     start = load_model(PONG)
-    model = StreamModel(replace(start.cfg, prev_action=True))
-    model.load_state_dict(inputs_widened(start.state_dict(), model.state_dict()))
+    model = with_prev_action(start)
+    assert model.cfg.prev_action and with_prev_action(model) is model and model.trained == start.trained
     clip = torch.randn(1, 20, 1, 84, 84)
     with torch.inference_mode():
         want = start(clip)
         for p in (-1, 0, 2):
             assert torch.equal(model(clip, prev=torch.full((1, 20), p)), want)
+    state = inputs_widened(model.state_dict(), start.state_dict())  # and back: the action's columns dropped
+    assert torch.equal(state["rnn.weight_ih_l0"], start.rnn.weight_ih_l0)
+    from stream_predictor.learn.tune import setup
+
+    cfg = load_config("pong", ["tune.envs=2", "tune.minibatches=2", "tune.rollout=16", "tune.threads=1", f"tune.init={PONG}",
+                               "tune.prev_action=true"])
+    t, rollouts = setup(cfg, ["ale:Pong"], tmp_path / "t.safetensors", resume=False)
+    try:
+        ro = rollouts.next(16)
+    finally:
+        rollouts.close()
+    assert t.ac.model.cfg.prev_action and t.ref.cfg.prev_action and (ro.prev[:, 1:] >= 0).all()
 
 
 def test_the_predictor_tells_the_model_what_it_pressed(video):

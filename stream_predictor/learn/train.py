@@ -32,6 +32,7 @@ from ..files import atomic_path, remove_leftovers
 from ..model import StreamModel, build_model, load_model, save_model
 from ..model.encoders import pretrained_config
 from ..model.preprocess import Preprocess
+from ..model.stream_model import inputs_widened
 from ..runtime.threads import torch_threads
 from .board import log_png, log_scalars, open_board
 from .data import Data, LaneSampler, WindowSampler, cached_features, load_data, split_sessions
@@ -224,19 +225,6 @@ def mirror_table(pairs: list[str], classes: list[str]) -> torch.Tensor | None:
             raise UserError(f"train.mirror pair '{pair}' must name two classes of {classes}")
         table[classes.index(a)], table[classes.index(b)] = classes.index(b), classes.index(a)
     return table
-
-
-def inputs_widened(start: dict[str, torch.Tensor], into: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`start`'s weights for a model that differs only in `model.prev_action`: the LSTM's first-layer input weights
-    gain zero columns for the previous action (or lose them), so the new model decides exactly as the start did."""
-    out = dict(start)
-    w, want = start["rnn.weight_ih_l0"], into["rnn.weight_ih_l0"]
-    if w.shape != want.shape:
-        wide = torch.zeros_like(want)
-        n = min(w.shape[1], want.shape[1])
-        wide[:, :n] = w[:, :n]
-        out["rnn.weight_ih_l0"] = wide
-    return out
 
 
 def setup(cfg: Config, data_dirs: list[str], out: str | Path, val_dirs: list[str] | None, progress: bool) -> Run:

@@ -41,7 +41,7 @@ from ..errors import UserError
 from ..games.agents import ActionSink
 from ..games.registry import actions_for
 from ..model import StreamModel, load_aux, load_model, save_model
-from ..model.stream_model import State
+from ..model.stream_model import State, with_prev_action
 from ..runtime.rollout import Rollout, Rollouts, SamplingAgent
 from ..runtime.threads import torch_threads
 from ..sources import open_source, parse_spec
@@ -266,6 +266,8 @@ def setup(cfg: Config, specs: list[str], out: str | Path, resume: bool) -> tuple
     rank, world = _init_distributed(_device("cpu"))
     torch.manual_seed(tc.seed + rank)
     model = load_model(tc.init)
+    if tc.prev_action:
+        model = with_prev_action(model)
     trained = Trained.of(model.trained)
     memory = trained.mode == "stateful"
     if trained.over_windows:

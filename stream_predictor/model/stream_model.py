@@ -10,6 +10,7 @@ A state is a tuple of (L, B, H) tensors: (h, c) for an LSTM, (h,) for a GRU.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -191,6 +192,30 @@ class StreamModel(nn.Module):
         if self.cfg.prev_action:
             raise UserError("a model that sees its previous action (model.prev_action) decides statefully, not over windows")
         return self.temporal(feats)[0][:, -1]
+
+
+def inputs_widened(start: dict[str, torch.Tensor], into: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`start`'s weights for a model that differs only in `model.prev_action`: the LSTM's first-layer input weights
+    gain zero columns for the previous action (or lose them), so the new model decides exactly as the start did."""
+    out = dict(start)
+    w, want = start["rnn.weight_ih_l0"], into["rnn.weight_ih_l0"]
+    if w.shape != want.shape:
+        wide = torch.zeros_like(want)
+        n = min(w.shape[1], want.shape[1])
+        wide[:, :n] = w[:, :n]
+        out["rnn.weight_ih_l0"] = wide
+    return out
+
+
+def with_prev_action(model: StreamModel) -> StreamModel:
+    """`model` with `model.prev_action` on (itself if it has it), deciding exactly as before: the previous action's
+    weights start at zero."""
+    if model.cfg.prev_action:
+        return model
+    wide = StreamModel(replace(model.cfg, prev_action=True)).to(model.head.weight.device)
+    wide.load_state_dict(inputs_widened(model.state_dict(), wide.state_dict()))
+    wide.trained = dict(model.trained)
+    return wide.train(model.training)
 
 
 def build_model(cfg: ModelConfig) -> StreamModel:
