@@ -17,6 +17,9 @@
 #                   20000-20400, recorded with what was pressed and the RAM state) and 2 DAgger rounds of its own (seeds
 #                   22001-22004): base (as `clone`), prev (model.prev_action=true), state (train.state_weight=1: a head
 #                   learns the ball and paddles from the LSTM's output, training only); runs/flick/in_ARM3.safetensors
+#   actions ARM [FRAMES] hypothesis 3 in RL: from the shipped agent, the PPO of `long` (fresh, seeds from 1,400,000) for
+#                   200k frames, ARM plain or prev (tune.prev_action=true: the LSTM also reads the class it played,
+#                   its weights for it starting at zero); runs/flick/act_ARM.safetensors
 #   select DIR [SEED] each snapshot in DIR plays seeds SEED.. +9 (4000; full games): choose there (4000 and 4010 for long)
 #   report WEIGHTS  30 games on seeds never used for training or choosing: 7000-7014 and 9000-9014
 set -euo pipefail
@@ -80,10 +83,16 @@ inputs)
     done
     afit runs/flick/in_$arm$((r + 1)).safetensors $I/$arm/dagger*
   done ;;
+actions)
+  arm=${2:?plain or prev}
+  TUNE=(tune.seed=1400000 tune.save_every=50000 tune.threads=1 tune.kl_coef=0.05 tune.kl_half_life=300000
+        tune.value_warmup=0 tune.lr=1e-4 tune.encoder=train tune.prev_action=$([[ $arm == prev ]] && echo true || echo false))
+  [[ -e runs/flick/act_start.safetensors ]] || git show 301ee7b:weights/flickering_pong.safetensors > runs/flick/act_start.safetensors
+  tune runs/flick/act_start.safetensors runs/flick/act_$arm.safetensors "${3:-200000}" ;;
 select)
   for w in "$2"/frames_*.safetensors; do echo "$w $(play "$w" 10 "${3:-4000}")"; done ;;
 report)
   for seed in 7000 9000; do play "$2" 15 $seed; done ;;
 *)
-  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | long [FRAMES] | inputs ARM | select DIR [SEED] | report WEIGHTS" >&2; exit 2 ;;
+  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | long [FRAMES] | inputs ARM | actions ARM [FRAMES] | select DIR [SEED] | report WEIGHTS" >&2; exit 2 ;;
 esac

@@ -28,15 +28,16 @@ def play(model, seed: int, steps: int, flicker: float) -> dict[str, np.ndarray]:
     whether it was blank, and the ball's RAM x, y and their change since the last step."""
     game = AleGame("Pong", seed=seed, flicker=flicker)
     actions = action_table(game, model.classes)
-    state, rows, prev = model.init_state(1), [], None
+    state, rows, prev, pressed = model.init_state(1), [], None, torch.tensor([-1])
     try:
         for _ in range(steps):
             frame = game.read()
             ram = game.ram()
             x, y = float(ram[49]), float(ram[54])
             feats = model.encode(model.preprocess(frame.image)[None])
-            logits, state = model.step_features(feats, state, torch.tensor([frame.first]))
-            game.act(actions[int(logits.argmax())])
+            logits, state = model.step_features(feats, state, torch.tensor([frame.first]), pressed)  # model.prev_action
+            pressed = logits.argmax(-1)
+            game.act(actions[int(pressed)])
             vx, vy = (x - prev[0], y - prev[1]) if prev is not None and y and prev[1] else (np.nan, np.nan)
             prev = (x, y)
             rows.append((torch.cat([state[0][-1, 0], state[1][-1, 0]]).numpy(), feats[0].numpy(),
