@@ -11,8 +11,9 @@
 #                   (runs/flick/enc_rl.run/frames_000149504.safetensors)
 #   long [FRAMES]   from the agent `encoder` made (shipped at 6841639), the same PPO with the CNN trained, longer: 1M
 #                   frames, the anchor to the start annealed (KL 0.05, half-life 300k), a snapshot every 100k
-#                   (runs/flick/long.run/frames_*.safetensors; resumes where it stopped). The shipped weights are
-#                   its last snapshot, runs/flick/long.run/frames_000999424.safetensors
+#                   (runs/flick/long.run/frames_*.safetensors; resumes where it stopped). Run on to 2M with
+#                   `long 2000000` (the schedule stretched); the shipped weights are its 1.6M snapshot (chosen on
+#                   4000-4019), runs/flick/long.run/frames_001600512.safetensors
 #   inputs ARM      hypotheses 2 and 3 against the plain clone, each arm from the same expert frames (bc: 5 x 20k, seeds
 #                   20000-20400, recorded with what was pressed and the RAM state) and 2 DAgger rounds of its own (seeds
 #                   22001-22004): base (as `clone`), prev (model.prev_action=true), state (train.state_weight=1: a head
