@@ -21,6 +21,9 @@
 #   actions ARM [FRAMES] hypothesis 3 in RL: from the shipped agent, the PPO of `long` (fresh, seeds from 1,400,000) for
 #                   200k frames, ARM plain or prev (tune.prev_action=true: the LSTM also reads the class it played,
 #                   its weights for it starting at zero); runs/flick/act_ARM.safetensors
+#   prevrl [FRAMES] the previous-action clone (`inputs prev`: runs/flick/in_prev3) through the PPO of `long` (CNN
+#                   trained, seeds from 1,500,000), 2M frames by default, a snapshot every 100k; resumes where it stopped:
+#                   runs/flick/prevrl.run/frames_*.safetensors
 #   select DIR [SEED] each snapshot in DIR plays seeds SEED.. +9 (4000; full games): choose there (4000 and 4010 for long)
 #   report WEIGHTS  30 games on seeds never used for training or choosing: 7000-7014 and 9000-9014
 set -euo pipefail
@@ -90,10 +93,14 @@ actions)
         tune.value_warmup=0 tune.lr=1e-4 tune.encoder=train tune.prev_action=$([[ $arm == prev ]] && echo true || echo false))
   [[ -e runs/flick/act_start.safetensors ]] || git show 301ee7b:weights/flickering_pong.safetensors > runs/flick/act_start.safetensors
   tune runs/flick/act_start.safetensors runs/flick/act_$arm.safetensors "${3:-200000}" ;;
+prevrl)
+  TUNE=(tune.seed=1500000 tune.save_every=100000 tune.threads=1 tune.kl_coef=0.05 tune.kl_half_life=300000
+        tune.value_warmup=30000 tune.lr=1e-4 tune.encoder=train)
+  tune runs/flick/in_prev3.safetensors runs/flick/prevrl.safetensors "${2:-2000000}" ;;
 select)
   for w in "$2"/frames_*.safetensors; do echo "$w $(play "$w" 10 "${3:-4000}")"; done ;;
 report)
   for seed in 7000 9000; do play "$2" 15 $seed; done ;;
 *)
-  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | long [FRAMES] | inputs ARM | actions ARM [FRAMES] | select DIR [SEED] | report WEIGHTS" >&2; exit 2 ;;
+  echo "usage: bash docs/recipes/flicker.sh clone | tune [FRAMES] | more [FRAMES] | encoder [FRAMES] | long [FRAMES] | inputs ARM | actions ARM [FRAMES] | prevrl [FRAMES] | select DIR [SEED] | report WEIGHTS" >&2; exit 2 ;;
 esac

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import ExpertConfig
 from ..errors import UserError
 from .pong import PONG_ACTIONS, PONG_CLASSES, pong_expert, pong_state
+
+if TYPE_CHECKING:
+    from ..sources.ale import AleGame
 
 # An expert: (the game's RAM, its own memory across steps, parameters) -> a class name.
 Expert = Callable[[np.ndarray, dict, ExpertConfig], str]
@@ -55,11 +59,10 @@ def get_game(name: str) -> Game:
     return game
 
 
-def state_reader(game) -> Callable[[], dict[str, float]] | None:
-    """For a game source (`AleGame`) of a registered game with a `state`: a function giving that state now, from its
-    RAM; None for anything else."""
-    known = GAMES.get(getattr(game, "name", "").removeprefix("ale:"))
-    if known is None or known.state is None or not hasattr(game, "ram"):
+def state_reader(game: AleGame) -> Callable[[], dict[str, float]] | None:
+    """For a game of a registered game with a `state`: a function giving that state now, from its RAM; else None."""
+    known = GAMES.get(game.name.removeprefix("ale:"))
+    if known is None or known.state is None:
         return None
     return lambda: known.state(game.ram())
 

@@ -84,6 +84,7 @@ class Engine(Protocol):
 
     path: dict[str, str]
     chunked: bool  # has `chunk(frames, first)`: n frames of one stream in one call
+    prev_action: bool  # the model reads the class pressed on the stream's previous tick (`prev`)
     measured_ms: dict[str, float]  # backend=auto: the median ms per tick it chose on (else empty)
     counters: dict[str, int]  # events worth a count in the summary (backend=triton: server_reconnects, server_errors)
 
@@ -133,7 +134,7 @@ class ModelAgent(Agent):
 
     `every_frame_first`: a model of single frames (trained on windows of one) decides from each frame alone, its state
     reset at every frame. `model` is the torch model when there is one (None for a graph file alone). A model that reads
-    its previous action (`prev_action` on the engine) is told the class this agent decided on the stream's last tick,
+    its previous action (the engine's `prev_action`) is told the class this agent decided on the stream's last tick,
     after smoothing: what was pressed.
     """
 
@@ -143,7 +144,7 @@ class ModelAgent(Agent):
         self.engine, self.classes, self.kind, self.window, self.model = engine, list(classes), kind, window, model
         self.ema_alpha, self.margin, self.every_frame_first = smooth_ema, margin, every_frame_first
         self.chunked = engine.chunked
-        self.prev_action = getattr(engine, "prev_action", False)
+        self.prev_action = engine.prev_action
         self.streams = streams
         self._smoothed: list[np.ndarray | None] = [None] * streams
         self._class: list[int | None] = [None] * streams
