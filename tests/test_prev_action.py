@@ -90,6 +90,21 @@ def test_the_engine_reads_the_previous_action_on_each_kernel(fast):
         TickEngine(model, 1, mode="windowed")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_the_cuda_graph_reads_the_previous_action_as_the_cpu_does():
+    """The prev buffer is copied in before each replay of the captured tick."""
+    model, t = small(3), 20
+    frames = np.random.default_rng(2).integers(0, 255, (t, 2, 60, 80, 3), np.uint8)
+    first = np.zeros((t, 2), bool)
+    first[0] = True
+    prev = np.random.default_rng(3).integers(-1, 3, (t, 2))
+    cpu = TickEngine(model, 2)
+    want = [cpu(frames[i], first[i], prev[i])[0] for i in range(t)]
+    gpu = TickEngine(small(3).to("cuda"), 2, graph=True)
+    got = [gpu(frames[i], first[i], prev[i])[0] for i in range(t)]
+    np.testing.assert_allclose(np.stack(got), np.stack(want), atol=1e-4)
+
+
 def test_a_start_without_it_is_widened_to_decide_exactly_as_before(tmp_path):
     """`with_prev_action` (what `train.init` and `tune.prev_action` do to weights without it): zero weights for the
     action, the same decisions whatever was pressed; `tune.prev_action=true` starts from such a model."""
