@@ -316,6 +316,6 @@ class LaneSampler:
             warm = self.first[lane0][:, None] | (since_start >= self.burn_in) | np.maximum.accumulate(self.first[idx], axis=1)
             weight = valid & warm
             pixels = self._frames(idx.reshape(-1)).reshape(*idx.shape, *self.pixels[0].shape[1:])
-            prev = np.where(first, -1, self.prevs[idx])  # none where the state restarts (also a lane's start)
             yield Batch(torch.from_numpy(pixels), torch.from_numpy(self.targets[idx]), torch.from_numpy(first),
-                        torch.from_numpy(weight.astype(np.float32)), torch.from_numpy(prev), torch.from_numpy(self.states[idx]))
+                        torch.from_numpy(weight.astype(np.float32)), torch.from_numpy(self.prevs[idx]),
+                        torch.from_numpy(self.states[idx]))

@@ -175,7 +175,7 @@ class TickEngine:
         self.features.copy_(feats)
         if self.mode != "stateful":
             return
-        x = self._net.rnn_input(feats, self.prev) if self.prev_action else feats  # prev is none where first (submit)
+        x = self._net.rnn_input(feats, self.prev, self.first)  # the features alone for a model without prev_action
         logits, state = self._step(x, self.state, self.first)
         for old, new in zip(self.state, state):
             if new is not old:
@@ -241,9 +241,7 @@ class TickEngine:
         self.host_frames.copy_(t)
         self.host_first.copy_(torch.from_numpy(first_np))
         if self.prev_action:
-            prev_np = np.full(self.streams, -1, np.int64) if prev is None else np.array(prev, np.int64)
-            prev_np[first_np] = -1
-            self.host_prev.copy_(torch.from_numpy(prev_np))
+            self.host_prev.copy_(torch.as_tensor(-1 if prev is None else np.asarray(prev, np.int64)))
         with torch.inference_mode():
             if self.device.type == "cuda":
                 self.frames.copy_(self.host_frames, non_blocking=True)
