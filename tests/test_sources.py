@@ -94,7 +94,7 @@ def test_realtime_video_drops_frames_behind_a_slow_consumer(tmp_path):
     assert len(got) + skipped == 60
     assert cap.stats.skipped == skipped and cap.stats.captured == 60
     assert got[-1][0] == 59
-    assert 0.45 < elapsed < 3.0  # paced at the file's rate (0.6 s), not decoded as fast as possible
+    assert elapsed > 0.45  # paced at the file's rate (0.6 s), not decoded as fast as possible
 
 
 def test_close_while_a_consumer_waits_returns_promptly():
@@ -111,9 +111,9 @@ def test_close_while_a_consumer_waits_returns_promptly():
     time.sleep(0.1)
     t0 = time.monotonic()
     cap.close()
-    t.join(2)
+    t.join(30)
     assert not t.is_alive() and done["frame"] is None
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 30  # woken by the close, not by its 60 s timeout
     assert not cap.alive
     cap.close()  # idempotent
 
@@ -122,8 +122,8 @@ def test_end_of_stream_wakes_consumer_through_capture_thread():
     with CaptureThread(open_source("synthetic:bounce?frames=5&fps=0"), ring_size=8) as cap:
         got = drain(cap, timeout=30)
         t0 = time.monotonic()
-        assert cap.ring.wait_newer(4, timeout=30) is None
-        assert time.monotonic() - t0 < 0.5
+        assert cap.ring.wait_newer(4, timeout=60) is None
+        assert time.monotonic() - t0 < 30  # the end of the stream woke it, not its 60 s timeout
     assert [s for s, _, _ in got] == [0, 1, 2, 3, 4]
 
 
