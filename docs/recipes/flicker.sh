@@ -72,21 +72,8 @@ long)
   [[ -e runs/flick/long_start.safetensors ]] ||
     git show 6841639:weights/flickering_pong.safetensors > runs/flick/long_start.safetensors
   tune runs/flick/long_start.safetensors runs/flick/long.safetensors "${2:-1000000}" ;;
-inputs)
-  arm=${2:?base, prev or state}
-  case $arm in base) extra=() ;; prev) extra=(model.prev_action=true) ;; state) extra=(train.state_weight=1) ;;
-    *) echo "inputs: ARM is base, prev or state" >&2; exit 2 ;; esac
-  I=data/flicker_in
-  for s in 0 100 200 300 400; do rec $((20000 + s)) $I/bc$s; done
-  afit() { [[ -e $1 ]] || $PY run.py train --config pong --data $I/bc* "${@:2}" --out "$1" "${FROZEN[@]}" "${extra[@]}" \
-    train.cache_dir=$I/cache --json | tail -1; }
-  afit runs/flick/in_${arm}1.safetensors
-  for r in 1 2; do
-    for s in $((2 * r - 1)) $((2 * r)); do
-      rec $((22000 + s)) $I/$arm/dagger$s --policy runs/flick/in_$arm$r.safetensors
-    done
-    afit runs/flick/in_$arm$((r + 1)).safetensors $I/$arm/dagger*
-  done ;;
+inputs)  # the cloning arms of docs/recipes/inputs.sh on Flickering Pong: runs/flick/in_ARM1..3
+  bash docs/recipes/inputs.sh "$GAME" data/flicker_in runs/flick/in_ "${2:?base, prev or state}" ;;
 actions)
   arm=${2:?plain or prev}
   TUNE=(tune.seed=1400000 tune.save_every=50000 tune.threads=1 tune.kl_coef=0.05 tune.kl_half_life=300000
